@@ -16,7 +16,7 @@ setup:
 build: setup
 
 demo: setup
-	$(VENV)/lib/pixelvla_ros/check_setup
+	$(VENV)/lib/pixelvla_ros/render_episode --task pick_prompted --seed 0 --out runs/demo
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -73,6 +73,11 @@ grep -rhoE '/opt/python/cp3[0-9]+-cp3[0-9]+/[^;" ]*include[^;" ]*' "$venv"/share
 #    `colcon build --symlink-install`, so edits to Python files need no rebuild; new files and
 #    changed interfaces do (make build).
 mkdir -p "$root/build"
+# A folder of the installed package that is itself a symlink (made by hand to import new code without
+# `make build`) would send the symlink install back into the source tree and overwrite sources with
+# links to themselves: remove such links first, the install recreates the folders.
+site_pkg=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pixelvla_ros
+[ -d "$site_pkg" ] && find "$site_pkg" -mindepth 1 -type l -xtype d -print -delete | sed 's/^/setup: removed folder link /'
 export AMENT_PREFIX_PATH="$venv"
 cmake -S "$root" -B "$root/build/pixelvla_ros" -G "Unix Makefiles" \
   -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_PREFIX_PATH="$venv" -DPython3_EXECUTABLE="$venv/bin/python" \

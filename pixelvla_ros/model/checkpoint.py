@@ -1,0 +1,236 @@
+"""Checkpoints the Hugging Face way: a JSON config + safetensors weights (+ a peft LoRA adapter folder).
+
+Layout of a checkpoint folder:
+  pixelvla_checkpoint.json   model config, preprocessing config (normalization statistics, action space,
+                             image / prompt / text parameters), file sizes and SHA-256 digests
+  model.safetensors          every weight except LoRA (LLM base weights under their plain names)
+  lora_adapter/              peft adapter (adapter_config.json + adapter_model.safetensors), if unmerged
+  tokenizer/                 HF tokenizer files (only for tokenizer kind "hf")
+Loading validates all of it and raises CheckpointError, saying what is wrong, for anything missing,
+corrupted or inconsistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixelvla_ros.action_space import ActionSpace
+from pixelvla_ros.model.config import PixelVLAConfig
+from pixelvla_ros.model.lora import add_lora, has_lora, merge_lora
+from pixelvla_ros.model.pixelvla import PixelVLA, default_device
+from pixelvla_ros.model.tokenizer import load_tokenizer
+
+FORMAT, VERSION = "pixelvla_ros.checkpoint", 1
+CONFIG_FILE, WEIGHTS_FILE, ADAPTER_DIR, TOKENIZER_DIR = (
+    "pixelvla_checkpoint.json",
+    "model.safetensors",
+    "lora_adapter",
+    "tokenizer",
+)
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, corrupted or inconsistent."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def base_state_dict(model: PixelVLA) -> dict[str, torch.Tensor]:
+    """All weights except LoRA, with peft's wrapping removed from the LLM names."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if "lora_" in k:
+            continue
+        k = k.replace("llm.base_model.model.", "llm.").replace(".base_layer.", ".")
+        out[k] = v.detach().cpu().contiguous()
+    return out
+
+
+def save_checkpoint(
+    model: PixelVLA, preprocessor: Any, directory: str | Path, extra: dict | None = None
+) -> Path:
+    """Write model + preprocessing into `directory` (created). Returns the folder."""
+    from safetensors.torch import save_file
+
+    preprocessor.config.check_matches(model.cfg)
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_file(base_state_dict(model), str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.cfg.to_dict(),
+        "preprocessing": preprocessor.config.to_dict(),
+        "files": {WEIGHTS_FILE: _file_record(d / WEIGHTS_FILE)},
+        "lora": None,
+        "extra": extra or {},
+    }
+    if has_lora(model):
+        model.llm.save_pretrained(str(d / ADAPTER_DIR))
+        record["lora"] = dict(model.cfg.lora.__dict__)
+        record["files"][f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"] = _file_record(d / ADAPTER_DIR / ADAPTER_WEIGHTS)
+    if model.cfg.tokenizer.kind == "hf":
+        preprocessor.tokenizer.save_pretrained(str(d / TOKENIZER_DIR))
+    tmp = d / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    tmp.replace(d / CONFIG_FILE)  # the config appears last: a half-written checkpoint has none
+    return d
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(d)!r} does not exist")
+    path = d / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{str(d)!r} is not a complete checkpoint: {CONFIG_FILE} is missing")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    if record.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint version {record.get('version')} (expected {VERSION})"
+        )
+    for key in ("model", "preprocessing", "files"):
+        if key not in record:
+            raise CheckpointError(f"{path} lacks {key!r}")
+    for key in ("action_stats", "action_space", "image_size", "slots", "tokenizer"):
+        if key not in record["preprocessing"]:
+            raise CheckpointError(
+                f"{path} lacks the preprocessing entry {key!r} (normalization statistics, action "
+                "space and image / prompt parameters must travel with the model)"
+            )
+    return record
+
+
+def _verify_file(d: Path, rel: str, rec: dict[str, Any], verify_hash: bool) -> Path:
+    path = d / rel
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(d)!r} is incomplete: {rel} is missing")
+    size = path.stat().st_size
+    if size != rec.get("bytes"):
+        raise CheckpointError(
+            f"{rel} has {size} bytes, the checkpoint records {rec.get('bytes')} (truncated?)"
+        )
+    if verify_hash and _sha256(path) != rec.get("sha256"):
+        raise CheckpointError(f"{rel} is corrupted: its SHA-256 differs from the one recorded at save time")
+    return path
+
+
+def load_checkpoint(
+    directory: str | Path,
+    device: torch.device | str | None = None,
+    merge: bool = False,
+    trainable: bool = False,
+    expected_action_space: ActionSpace | None = None,
+    verify_hash: bool = True,
+) -> tuple[PixelVLA, Any]:
+    """Load (model, preprocessor). merge=True folds a LoRA adapter into the LLM; trainable=True keeps the
+    adapter trainable. expected_action_space: refuse a checkpoint whose action space differs."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from pixelvla_ros.preprocessing import PreprocessConfig, Preprocessor
+
+    d = Path(directory)
+    record = read_checkpoint_config(d)
+    try:
+        cfg = PixelVLAConfig.from_dict(record["model"])
+        pre_cfg = PreprocessConfig.from_dict(record["preprocessing"])
+        pre_cfg.check_matches(cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {str(d)!r} has an invalid configuration: {e}") from e
+    if expected_action_space is not None and pre_cfg.action_space != expected_action_space:
+        raise CheckpointError(
+            f"checkpoint action space {pre_cfg.action_space} differs from the expected "
+            f"{expected_action_space}"
+        )
+    files = record["files"]
+    if WEIGHTS_FILE not in files:
+        raise CheckpointError(f"checkpoint {str(d)!r} records no {WEIGHTS_FILE}")
+    weights = _verify_file(d, WEIGHTS_FILE, files[WEIGHTS_FILE], verify_hash)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} cannot be read: {e}") from e
+
+    if cfg.tokenizer.kind == "hf":
+        tok_dir = d / TOKENIZER_DIR
+        if not tok_dir.is_dir():
+            raise CheckpointError(f"checkpoint {str(d)!r} is incomplete: {TOKENIZER_DIR}/ is missing")
+        tokenizer = load_tokenizer(cfg.tokenizer, path_override=tok_dir)
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    vocab = int(cfg.llm.hf_config.get("vocab_size", 0))
+    if len(tokenizer) > vocab:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the LLM only {vocab} embeddings")
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():  # weights come from the file: skip random initialisation
+        model = PixelVLA(cfg, load_pretrained=False)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{weights}: tensors of the wrong shape (file vs config): {wrong[:8]}")
+    model.load_state_dict(state, strict=True)
+
+    if record.get("lora"):
+        rel = f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"
+        if rel not in files:
+            raise CheckpointError(f"checkpoint {str(d)!r} has LoRA settings but records no adapter file")
+        _verify_file(d, rel, files[rel], verify_hash)
+        if not (d / ADAPTER_DIR / "adapter_config.json").is_file():
+            raise CheckpointError(
+                f"checkpoint {str(d)!r} is incomplete: {ADAPTER_DIR}/adapter_config.json missing"
+            )
+        from peft import PeftModel
+
+        from pixelvla_ros.model.config import LoraSettings
+
+        model.cfg.lora = LoraSettings(**record["lora"])
+        try:
+            model.llm = PeftModel.from_pretrained(model.llm, str(d / ADAPTER_DIR), is_trainable=trainable)
+        except Exception as e:  # peft raises several types for a bad adapter
+            raise CheckpointError(f"LoRA adapter in {str(d)!r} cannot be loaded: {e}") from e
+        if merge:
+            merge_lora(model)
+    model = model.to(device or default_device())
+    if not trainable:
+        model.eval()
+    return model, Preprocessor(pre_cfg, tokenizer)
+
+
+__all__ = ["CheckpointError", "add_lora", "load_checkpoint", "read_checkpoint_config", "save_checkpoint"]

@@ -1,0 +1,27 @@
+"""Multiscale pixel-aware encoder: object mask(s) + several vision levels -> one pixel token per level."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PixelEncoder(nn.Module):
+    def __init__(self, vision_dim: int, level_dim: int, llm_dim: int, num_levels: int, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.level_proj = nn.ModuleList(nn.Linear(vision_dim, level_dim) for _ in range(num_levels))
+        self.mlp = nn.Sequential(nn.Linear(level_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
+
+    def forward(self, levels: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        # levels: num_levels x (B, N, C_f) with N = grid^2; masks: (B, M, H, W) in [0, 1]
+        B, M = masks.shape[:2]
+        w = F.adaptive_avg_pool2d(masks.float(), (self.grid, self.grid)).flatten(2)  # (B, M, N) coverage
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-6)  # mask-weighted average (absent masks -> 0)
+        w = w.to(levels[0].dtype)
+        tokens = [
+            proj(w @ feats) for proj, feats in zip(self.level_proj, levels, strict=True)
+        ]  # Lv x (B, M, d)
+        tokens = torch.stack(tokens, dim=2).reshape(B, M * len(levels), -1)  # (B, M*Lv, d), mask-major
+        return self.mlp(tokens)  # (B, M*Lv, D)

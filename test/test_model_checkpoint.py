@@ -1,0 +1,240 @@
+"""Configs, presets, pretrained assembly, and checkpoints (save -> load, refusal of bad checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pixelvla_ros.action_space import ActionSpace
+from pixelvla_ros.model import (
+    CheckpointError,
+    PixelVLA,
+    PixelVLAConfig,
+    apply_training_stage,
+    build_model,
+    config_7b,
+    load_checkpoint,
+    save_checkpoint,
+    tiny_config,
+)
+from pixelvla_ros.model.testing import MODES, make_preprocessor, micro_config, sample_input
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Micro models: one thread is as fast, and robust to a shared CPU; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _inputs(pre):
+    return pre.batch([sample_input(m, seed=i) for i, m in enumerate(MODES)])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = micro_config()
+    model = build_model(cfg, device="cpu").eval()
+    pre = make_preprocessor(cfg)
+    path = save_checkpoint(model, pre, tmp_path_factory.mktemp("ckpt") / "plain")
+    return model, pre, path
+
+
+def test_config_json_roundtrip():
+    for cfg in (tiny_config(), config_7b(), micro_config(slot_layout="per_dim")):
+        again = PixelVLAConfig.from_json(cfg.to_json())
+        assert again == cfg
+    with pytest.raises(ValueError, match="unknown keys"):
+        PixelVLAConfig.from_dict({**tiny_config().to_dict(), "bogus": 1})
+
+
+def test_presets_sizes():
+    tiny = build_model(tiny_config(), device="cpu")
+    assert tiny.num_parameters() <= 10_000_000
+    assert tiny.cfg.num_tokens() <= 136
+    with torch.device("meta"):  # 7b: architecture only, no memory
+        big = PixelVLA(config_7b(), load_pretrained=False)
+    n = big.num_parameters()
+    assert 7.0e9 < n < 8.0e9, n
+    assert big.cfg.num_image_tokens == 256 and big.vision.width == 1024 + 1152
+
+
+def test_save_load_identical_outputs(saved):
+    model, pre, path = saved
+    loaded, pre2 = load_checkpoint(path, device="cpu")
+    x = _inputs(pre)
+    assert torch.equal(
+        model.predict(x), loaded.predict(pre2.batch([sample_input(m, seed=i) for i, m in enumerate(MODES)]))
+    )
+    assert pre2.config.to_dict() == pre.config.to_dict()
+    assert pre2.config.action_space == ActionSpace(chunk_size=4)
+
+
+def test_save_load_with_lora(tmp_path):
+    torch.manual_seed(1)
+    cfg = micro_config()
+    model = build_model(cfg, device="cpu")
+    apply_training_stage(model, "stage2")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.eval()
+    pre = make_preprocessor(cfg)
+    x = _inputs(pre)
+    want = model.predict(x)
+    path = save_checkpoint(model, pre, tmp_path / "lora")
+    assert (path / "lora_adapter" / "adapter_model.safetensors").is_file()
+    loaded, _ = load_checkpoint(path, device="cpu")
+    assert torch.equal(loaded.predict(x), want)
+    merged, _ = load_checkpoint(path, device="cpu", merge=True)
+    torch.testing.assert_close(merged.predict(x), want, atol=1e-5, rtol=1e-4)
+    resumed, _ = load_checkpoint(path, device="cpu", trainable=True)
+    names = apply_training_stage(resumed, "stage2")
+    assert any("lora_" in n for n in names)
+
+
+def _copy(path, tmp_path, name):
+    dst = tmp_path / name
+    shutil.copytree(path, dst)
+    return dst
+
+
+def test_corrupted_or_incomplete_checkpoints_are_refused(saved, tmp_path):
+    _, _, path = saved
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+    d = _copy(path, tmp_path, "noconfig")
+    (d / "pixelvla_checkpoint.json").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "noweights")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "truncated")
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "flipped")
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[-100] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "badjson")
+    (d / "pixelvla_checkpoint.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_checkpoint(d)
+    for key in ("action_stats", "action_space"):
+        d = _copy(path, tmp_path, f"no_{key}")
+        rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+        del rec["preprocessing"][key]
+        (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+        with pytest.raises(CheckpointError, match=key):
+            load_checkpoint(d)
+    d = _copy(path, tmp_path, "badstats")
+    rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+    rec["preprocessing"]["action_stats"]["q01"] = [0.0] * 6
+    (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match="invalid configuration"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "badspace")
+    rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+    rec["preprocessing"]["action_space"]["gripper"] = "0_closed_1_open"
+    (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match="gripper"):
+        load_checkpoint(d)
+    d = _copy(path, tmp_path, "arch")  # config no longer matches the weights
+    rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+    rec["model"]["action"]["hidden_dim"] = 32
+    (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match="does not match|wrong shape"):
+        load_checkpoint(d)
+    with pytest.raises(CheckpointError, match="action space"):
+        load_checkpoint(path, expected_action_space=ActionSpace(control_rate_hz=5.0, chunk_size=4))
+
+
+def test_lora_checkpoint_without_adapter_is_refused(tmp_path):
+    cfg = micro_config()
+    model = build_model(cfg, device="cpu")
+    apply_training_stage(model, "stage2")
+    path = save_checkpoint(model, make_preprocessor(cfg), tmp_path / "lora")
+    shutil.rmtree(path / "lora_adapter")
+    with pytest.raises(CheckpointError, match="adapter"):
+        load_checkpoint(path)
+
+
+def test_assembled_from_pretrained_component_folders(tmp_path):
+    """Components saved the HF way in local folders are loaded (local_files_only) and recorded."""
+    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    base = micro_config()
+    torch.manual_seed(0)
+    tower = SiglipVisionModel(SiglipVisionConfig(**base.vision[0].hf_config))
+    tower.save_pretrained(tmp_path / "siglip")
+    llm_kw = {k: v for k, v in base.llm.hf_config.items() if k != "model_type"}
+    lm = LlamaForCausalLM(LlamaConfig(**llm_kw))
+    lm.save_pretrained(tmp_path / "llama")
+    cfg = micro_config()
+    cfg.vision[0].pretrained_path = str(tmp_path / "siglip")
+    cfg.llm.pretrained_path = str(tmp_path / "llama")
+    model = build_model(cfg, device="cpu")
+    torch.testing.assert_close(model.llm.embed_tokens.weight, lm.model.embed_tokens.weight)
+    torch.testing.assert_close(
+        model.vision.towers[0].model.embeddings.patch_embedding.weight,
+        tower.embeddings.patch_embedding.weight,
+    )
+    assert model.cfg.llm.hf_config["hidden_size"] == 64
+    cfg.llm.pretrained_path = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_model(cfg, device="cpu")
+
+
+def test_hf_tokenizer_from_a_local_folder_travels_with_the_checkpoint(tmp_path):
+    """kind 'hf': any tokenizer saved the HF way in a local folder (here built offline in code)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from pixelvla_ros.model import TokenizerConfig, load_tokenizer
+
+    words = [
+        "<pad>",
+        "<unk>",
+        "<s>",
+        "what",
+        "should",
+        "the",
+        "robot",
+        "do",
+        "to",
+        "pick",
+        "up",
+        "can",
+        "?",
+        ",",
+    ]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.normalizer = normalizers.Lowercase()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>")
+    fast.save_pretrained(tmp_path / "tok")
+    cfg = micro_config()
+    cfg.tokenizer = TokenizerConfig(kind="hf", path=str(tmp_path / "tok"), max_text_tokens=24)
+    model = build_model(cfg, device="cpu").eval()
+    pre = make_preprocessor(cfg)
+    x = pre.batch([sample_input("text")])
+    assert x.input_ids[0, :3].tolist() == [3, 4, 5] and x.text_mask[0].sum() < 24
+    path = save_checkpoint(model, pre, tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "tok")  # the checkpoint carries its own copy
+    loaded, pre2 = load_checkpoint(path, device="cpu")
+    assert torch.equal(loaded.predict(pre2.batch([sample_input("text")])), model.predict(x))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_tokenizer(cfg.tokenizer)

@@ -32,6 +32,7 @@ ROSDEP_KEYS = {
     "tensorboard": "python3-tensorboard-pip",
     "pycocotools": "python3-pycocotools-pip",
     "rosbags": "python3-rosbags-pip",
+    "pyarrow": "python3-pyarrow-pip",
 }
 ROSDISTRO_KEYS = {
     "python3-numpy", "python3-opencv", "python3-torch", "python3-transformers-pip", "python3-mujoco-pip",

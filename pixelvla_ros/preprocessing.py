@@ -72,6 +72,17 @@ class NormStats:
         return (np.clip(y, -1, 1) + 1) / 2 * (hi - lo) + lo
 
 
+STATE_PROPRIO_DIM = 4
+
+
+def state_proprio(tcp_position: np.ndarray, gripper: np.ndarray | float) -> np.ndarray:
+    """The proprio vector of the simulator presets, the same in training, evaluation and the live node:
+    TCP position in the base frame (3, metres) then the measured gripper closure (1, 0 = open)."""
+    position = np.asarray(tcp_position, dtype=np.float64)
+    closure = np.asarray(gripper, dtype=np.float64)
+    return np.concatenate([position, closure[..., None]], axis=-1)
+
+
 @dataclass
 class PreprocessConfig:
     image_size: int

@@ -1,0 +1,146 @@
+"""Training configuration: typed, validated on construction, loaded from config/*.yaml.
+
+Every value that can be wrong is checked before any work starts (paths exist, ranges hold, the prompt
+modes are known), so a bad config fails in a second, not after an hour of data loading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixelvla_ros.model import STAGES
+
+# Inputs a training example can carry. "text" is the instruction, "object_mask" the target's mask for the
+# pixel-aware encoder; point/line/box/mask are visual prompts sampled from that mask by the annotation.
+MODE_PARTS = ("text", "object_mask", "point", "line", "box", "mask")
+
+
+class TrainConfigError(ValueError):
+    """A training configuration that cannot run; the message names the field and the expected value."""
+
+
+def parse_mode(mode: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in mode.split("+"))
+    unknown = parts - set(MODE_PARTS)
+    if unknown or not parts:
+        raise TrainConfigError(f"prompt mode {mode!r}: unknown parts {sorted(unknown)}; known {MODE_PARTS}")
+    return parts
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str  # annotated dataset folder (pixelvla_annotated shards)
+    image_key: str = "images"  # array of steps.npz holding the camera frames
+    shuffle_buffer: int = 2048  # examples
+    # Probability of each input mode per example; one checkpoint then serves every mode.
+    prompt_modes: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
+    augment_shift_px: int = 0  # random translation of image, mask and prompts together (0 = off)
+    augment_brightness: float = 0.0  # +- relative brightness/contrast jitter (0 = off)
+
+    def __post_init__(self) -> None:
+        if not Path(self.train).exists():
+            raise TrainConfigError(f"data.train: {self.train} does not exist")
+        if not self.prompt_modes or any(
+            not (w >= 0 and math.isfinite(w)) for w in self.prompt_modes.values()
+        ):
+            raise TrainConfigError(f"data.prompt_modes needs non-negative weights, got {self.prompt_modes}")
+        if sum(self.prompt_modes.values()) <= 0:
+            raise TrainConfigError("data.prompt_modes weights sum to 0")
+        for mode in self.prompt_modes:
+            parse_mode(mode)
+        if self.shuffle_buffer < 1 or self.augment_shift_px < 0 or not 0 <= self.augment_brightness < 1:
+            raise TrainConfigError(
+                "data: shuffle_buffer >= 1, augment_shift_px >= 0, 0 <= augment_brightness < 1"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    output_dir: str
+    preset: str = "tiny"  # model preset (pixelvla_ros.model.preset)
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the preset
+    init_checkpoint: str | None = None  # start from these weights (e.g. a stage 1 result)
+    stage: str = "full"  # pixelvla_ros.model.STAGES: stage1, stage2, full
+    seed: int = 0
+    batch_size: int = 32  # per process
+    grad_accum_steps: int = 1
+    max_steps: int = 1000  # optimizer steps
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip_norm: float = 1.0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    time_budget_min: float | None = None  # stop (with a checkpoint) after this many minutes
+    distributed: str = "ddp"  # under torchrun: ddp or fsdp
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.batch_size <= 4096, "batch_size must be in [1, 4096]"),
+            (1 <= self.grad_accum_steps <= 1024, "grad_accum_steps must be in [1, 1024]"),
+            (self.max_steps >= 1, "max_steps must be >= 1"),
+            (1e-7 <= self.learning_rate <= 1e-1, "learning_rate must be in [1e-7, 0.1]"),
+            (0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)"),
+            (0 <= self.warmup_steps < self.max_steps, "warmup_steps must be in [0, max_steps)"),
+            (self.grad_clip_norm > 0, "grad_clip_norm must be > 0"),
+            (
+                self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
+                "checkpoint_every, keep_checkpoints >= 1",
+            ),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.stage in STAGES, f"stage must be one of {STAGES}"),
+            (self.distributed in ("ddp", "fsdp"), "distributed must be ddp or fsdp"),
+            (self.time_budget_min is None or self.time_budget_min > 0, "time_budget_min must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(f"{message} (config: {self.short()})")
+        if self.init_checkpoint is not None and not Path(self.init_checkpoint).is_dir():
+            raise TrainConfigError(f"init_checkpoint: {self.init_checkpoint} is not a folder")
+
+    def short(self) -> str:
+        return (
+            f"batch_size={self.batch_size}, learning_rate={self.learning_rate}, "
+            f"max_steps={self.max_steps}, warmup_steps={self.warmup_steps}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TrainConfigError(f"unknown config keys {sorted(unknown)}; known {sorted(known)}")
+        if "data" not in data or "output_dir" not in data:
+            raise TrainConfigError("config needs `data` (with `train`) and `output_dir`")
+        data_fields = {f.name for f in fields(DataConfig)}
+        unknown = set(data["data"]) - data_fields
+        if unknown:
+            raise TrainConfigError(f"unknown data keys {sorted(unknown)}; known {sorted(data_fields)}")
+        data["data"] = DataConfig(**data["data"])
+        return cls(**data)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file -> TrainConfig; relative data/output paths are taken from the current directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():
+        target = data
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return TrainConfig.from_dict(data)

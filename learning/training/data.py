@@ -1,0 +1,154 @@
+"""Training examples streamed from the annotated dataset (pixelvla_annotated shards).
+
+One annotated episode gives one example per step t: the frame at t, the proprio at t, the action chunk
+a[t : t + N_c] (steps past the episode's end repeat "hold still, keep the gripper"), and the episode's
+mask and prompts, drawn on frame 0 and held for the whole episode (pixelvla.md). Each example draws an
+input mode (text only, text + points, prompts without text, ...) so one checkpoint serves every mode.
+
+The stream is a pure function of (seed, epoch, rank): resuming skips the examples already consumed in
+the epoch and continues with exactly the batch an uninterrupted run would have seen next.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pixelvla_ros.action_space import ACTION_DIM, GRIPPER
+from pixelvla_ros.preprocessing import PolicyInput, state_proprio
+from pixelvla_ros.prompts import VisualPrompt
+
+from ..annotation.format import iter_samples, list_shards
+from .config import DataConfig, TrainConfigError, parse_mode
+
+
+@dataclass
+class Example:
+    """One training example: what the policy sees, and the chunk it should output."""
+
+    inputs: PolicyInput
+    actions: np.ndarray  # (N_c, 7) robot units, project convention
+    key: str  # "{episode key}@{t}": names the example when a loss goes bad
+
+
+def count_episodes(root: str | Path) -> int:
+    """Episodes in the dataset (reads annotations only); 0 means nothing to train on."""
+    return sum(1 for _ in iter_samples(list_shards(root), decode=False))
+
+
+def chunk_targets(actions: np.ndarray, t: int, chunk_size: int) -> np.ndarray:
+    """(T, 7) episode actions -> (chunk_size, 7) targets from step t, padded with 'hold still'."""
+    chunk = actions[t : t + chunk_size].astype(np.float64)
+    if len(chunk) < chunk_size:
+        hold = np.zeros((chunk_size - len(chunk), ACTION_DIM))
+        hold[:, GRIPPER] = actions[-1, GRIPPER]
+        chunk = np.concatenate([chunk, hold])
+    return chunk
+
+
+def _prompts(annotation: dict, mask: np.ndarray, kinds: frozenset[str]) -> list[VisualPrompt]:
+    out = []
+    for record in annotation["prompts"]:
+        kind = record["kind"]
+        if kind not in kinds:
+            continue
+        if kind == "mask":
+            out.append(VisualPrompt.from_mask(mask, label=int(record["labels"][0])))
+        else:
+            out.append(
+                VisualPrompt(kind, points=np.asarray(record["points"]), labels=np.asarray(record["labels"]))
+            )
+    return out
+
+
+def _augment(image: np.ndarray, mask: np.ndarray, prompts: list[VisualPrompt], cfg: DataConfig,
+             rng: random.Random) -> tuple[np.ndarray, np.ndarray, list[VisualPrompt]]:  # fmt: skip
+    """Shift image, mask and prompt coordinates together (edge pixels repeat) and jitter brightness."""
+    if cfg.augment_shift_px:
+        dx, dy = (rng.randint(-cfg.augment_shift_px, cfg.augment_shift_px) for _ in range(2))
+        image = _shift(image, dx, dy)
+        mask = _shift(mask, dx, dy)
+        h, w = mask.shape
+        shifted = []
+        for p in prompts:
+            if p.kind == "mask":
+                shifted.append(VisualPrompt.from_mask(mask, label=int(p.labels[0])))
+                continue
+            points = np.clip(p.points + [dx, dy], -0.5, [w - 0.5, h - 0.5])
+            shifted.append(VisualPrompt(p.kind, points=points, labels=p.labels))
+        prompts = [p for p in shifted if p.kind != "box" or np.all(np.diff(p.points, axis=0) > 0)]
+    if cfg.augment_brightness:
+        gain = 1.0 + rng.uniform(-cfg.augment_brightness, cfg.augment_brightness)
+        bias = 255.0 * rng.uniform(-cfg.augment_brightness, cfg.augment_brightness) / 2
+        image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    return image, mask, prompts
+
+
+def _shift(array: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    h, w = array.shape[:2]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return array[rows][:, cols]
+
+
+def example_stream(
+    cfg: DataConfig, chunk_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+    augment: bool = True,
+) -> Iterator[Example]:  # fmt: skip
+    """Shuffled examples of one epoch for one rank (shards are split between ranks)."""
+    rng = random.Random(f"{seed}/{epoch}/{rank}")
+    modes = [parse_mode(m) for m in cfg.prompt_modes]
+    weights = list(cfg.prompt_modes.values())
+    shards = list_shards(cfg.train)
+    if len(shards) < world_size:
+        raise TrainConfigError(f"{len(shards)} shards cannot feed {world_size} ranks: write smaller shards")
+    buffer: list[Example] = []
+    for sample in iter_samples(shards, rank=rank, world_size=world_size, shuffle_shards=True,
+                               seed=seed * 100_003 + epoch):  # fmt: skip
+        annotation = sample["annotation"]
+        images, actions, mask = sample[cfg.image_key], sample["actions"], sample["mask"]
+        proprio = state_proprio(sample["ee_pos"], sample["gripper_state"]) if "ee_pos" in sample else None
+        for t in range(len(actions)):
+            mode = rng.choices(modes, weights)[0]
+            prompts = _prompts(annotation, mask, mode)
+            image, held_mask = images[t], mask
+            if augment:
+                image, held_mask, prompts = _augment(image, held_mask, prompts, cfg, rng)
+            inputs = PolicyInput(
+                image=image,
+                task=annotation["instruction"] if "text" in mode else None,
+                object_mask=held_mask if "object_mask" in mode else None,
+                prompts=prompts,
+                proprio=None if proprio is None else proprio[t],
+            )
+            buffer.append(Example(inputs, chunk_targets(actions, t, chunk_size), f"{annotation['key']}@{t}"))
+            if len(buffer) >= cfg.shuffle_buffer:
+                yield buffer.pop(rng.randrange(len(buffer)))
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def batches(
+    cfg: DataConfig, chunk_size: int, batch_size: int, seed: int, start_epoch: int = 0, skip: int = 0,
+    rank: int = 0, world_size: int = 1,
+) -> Iterator[tuple[int, int, list[Example]]]:  # fmt: skip
+    """Endless (epoch, examples consumed in the epoch after this batch, batch) from (start_epoch, skip)."""
+    epoch = start_epoch
+    while True:
+        consumed, batch, produced = 0, [], False
+        for example in example_stream(cfg, chunk_size, seed, epoch, rank, world_size):
+            consumed += 1
+            if consumed <= skip:
+                continue
+            batch.append(example)
+            if len(batch) == batch_size:
+                produced = True
+                yield epoch, consumed, batch
+                batch = []
+        if not produced and skip == 0:
+            raise TrainConfigError(f"the dataset gives fewer than batch_size={batch_size} examples per epoch")
+        epoch, skip = epoch + 1, 0

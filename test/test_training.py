@@ -1,0 +1,202 @@
+"""Training: config and data errors before any work, resume after SIGKILL, NaN stop, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pixelvla_ros.learning.training.config import DataConfig
+from pixelvla_ros.learning.training.data import batches, count_episodes
+from pixelvla_ros.learning.training.train import main
+
+from pixelvla_ros.model import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "train_tiny.yaml"
+SMALL = [
+    "batch_size=4",
+    "warmup_steps=1",
+    "log_every=1",
+    "model_overrides={image_size: 32, chunk_size: 8, proprio_dim: 4}",
+]
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 recorded and annotated simulator demonstrations in two shards."""
+    base = tmp_path_factory.mktemp("train_data")
+    run = [sys.executable, "-m"]
+    subprocess.run(
+        run
+        + [
+            "pixelvla_ros.sim.record",
+            "--out",
+            str(base / "demos"),
+            "--episodes",
+            "4",
+            "--split",
+            "train",
+            "--task",
+            "pick_prompted",
+            "--image-size",
+            "64",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    (base / "annotate.yaml").write_text("shard_size: 1\n")  # one episode per shard: enough for 2 ranks
+    annotate = [
+        "pixelvla_ros.learning.annotation",
+        "annotate",
+        "--input",
+        str(base / "demos"),
+        "--input-format",
+        "sim",
+        "--out",
+        str(base / "ann"),
+        "--config",
+        str(base / "annotate.yaml"),
+        "--no-progress",
+    ]
+    subprocess.run(run + annotate, check=True, cwd=ROOT)
+    assert count_episodes(base / "ann") >= 3
+    return base / "ann"
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        "--no-progress",
+        "--set",
+        f"data.train={data}",
+        f"output_dir={out}",
+        *SMALL,
+        *extra,
+    ]
+
+
+def _losses(out: Path) -> dict[int, float]:
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: r["loss"] for r in lines}  # a resumed run's record of a step replaces the killed run's
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["learning_rate=5.0"], "learning_rate"),
+        (["batch_size=0"], "batch_size"),
+        (["data.prompt_modes={text+telepathy: 1.0}"], "telepathy"),
+        (["data.train=/nonexistent/data"], "does not exist"),
+    ],
+)
+def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
+    assert main(_args(annotated, tmp_path / "run", *change)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file_and_empty_dataset(tmp_path, capsys) -> None:
+    assert main(["--config", str(tmp_path / "none.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty" / "shards").mkdir(parents=True)
+    assert main(_args(tmp_path / "empty", tmp_path / "run")) == 2
+    assert "no episodes" in capsys.readouterr().err
+
+
+def test_ranks_read_different_examples(annotated) -> None:
+    cfg = DataConfig(train=str(annotated))
+    keys = [{e.key for e in next(batches(cfg, 8, 8, seed=0, rank=r, world_size=2))[2]} for r in (0, 1)]
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_exactly(annotated, tmp_path) -> None:
+    steps = ["max_steps=8", "checkpoint_every=3"]
+    assert main(_args(annotated, tmp_path / "straight", *steps)) == 0
+    straight = _losses(tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pixelvla_ros.learning.training.train", *_args(annotated, killed, *steps)]
+    process = subprocess.Popen(cmd, cwd=ROOT)
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoints" / "step_0000003").is_dir():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for later in (killed / "checkpoints").glob("step_*"):  # as if killed right after step 3's checkpoint
+        if later.name > "step_0000003":
+            os.system(f"rm -rf {later}")
+
+    assert main(_args(annotated, killed, *steps, "--resume", "auto")) == 0
+    resumed = _losses(killed)
+    for step in range(4, 9):
+        assert resumed[step] == pytest.approx(straight[step], rel=1e-5), f"step {step}"
+    model, _ = load_checkpoint(killed / "model", device="cpu")
+    reference, _ = load_checkpoint(tmp_path / "straight" / "model", device="cpu")
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
+    annotated, tmp_path, monkeypatch, capsys
+) -> None:
+    from pixelvla_ros.learning.training import train as train_module
+
+    real_loss, calls = train_module.Trainer._loss, []
+
+    def loss_going_bad(self, examples):
+        calls.append(1)
+        loss = real_loss(self, examples)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_module.Trainer, "_loss", loss_going_bad)
+    assert main(_args(annotated, tmp_path / "run", "max_steps=6", "checkpoint_every=2")) == 3
+    error = capsys.readouterr().err
+    assert "at step 3" in error and "@" in error  # the step and the examples (episode@t) are named
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*")] == ["step_0000002"]
+
+
+def test_resume_with_another_action_space_is_refused(annotated, tmp_path, capsys) -> None:
+    assert (
+        main(_args(annotated, tmp_path / "run", "max_steps=2", "warmup_steps=0", "checkpoint_every=1")) == 0
+    )
+    other = "model_overrides={image_size: 32, chunk_size: 4, proprio_dim: 4}"
+    assert (
+        main(
+            _args(
+                annotated, tmp_path / "run", other, "--resume", str(tmp_path / "run/checkpoints/step_0000001")
+            )
+        )
+        == 2
+    )
+    assert "action space" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_on_two_gloo_processes(annotated, tmp_path) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "pixelvla_ros.learning.training.train",
+        *_args(annotated, tmp_path / "ddp", "max_steps=3", "checkpoint_every=3"),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ddp" / "ranks.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"]
+    assert not set(ranks[0]["first_examples"]) & set(ranks[1]["first_examples"])

@@ -1,0 +1,5 @@
+import sys
+
+from pixelvla_ros.ur_emulator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,200 @@
+"""The ROS-free policy runtime: one observation -> one checked action chunk, and chunks -> per-step actions.
+
+Used unchanged by closed-loop evaluation (learning/evaluation) and the live ROS policy node.
+
+    policy = Policy.from_checkpoint("runs/ckpt")                 # (model, preprocessor) from one folder
+    res = policy.predict_chunk(rgb, "pick up the red cube", [VisualPrompt.point([[40, 31]])], None, proprio)
+    if res.valid:                                                  # res.actions: (N_c, 7) robot units
+        executor.add_chunk(res.actions, step)                      # else: no motion; the caller decides
+    action = executor.action(step)                                 # (7,) for this control step
+
+`Policy.predict_chunk` never raises for a bad observation or a failing model: everything goes through
+the checkpoint's own Preprocessor (the one preprocessing path), and any error, a NaN, or a step beyond
+`safety.check_chunk`'s limits comes back as `valid=False` with the reason and no actions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelvla_ros.action_space import ACTION_DIM, GRIPPER
+from pixelvla_ros.preprocessing import Preprocessor
+from pixelvla_ros.prompts import VisualPrompt
+from pixelvla_ros.safety import SafetyLimits, UnsafeChunkError, check_chunk
+
+__all__ = ["ActionChunkResult", "ChunkExecutor", "Policy"]
+
+
+@dataclass(frozen=True)
+class ActionChunkResult:
+    """One policy query. `actions` is None unless `valid`: an invalid chunk never carries motion."""
+
+    actions: np.ndarray | None  # (N_c, 7) float64, robot units, base frame; gripper in {0, 1}
+    times: np.ndarray  # (N_c,) s: time of each action relative to the source image's stamp
+    latency_s: float  # model time (forward + transfer of the result), time.perf_counter
+    total_s: float  # preprocessing + model + postprocessing + safety check
+    valid: bool
+    reason: str = ""  # why the chunk is invalid ("" when valid), prefixed by the stage that failed
+
+    @property
+    def dt(self) -> float:
+        """Seconds between two consecutive actions of the chunk."""
+        return float(self.times[1] - self.times[0]) if len(self.times) > 1 else float("nan")
+
+
+class Policy:
+    """A PixelVLA model and its checkpoint's preprocessing, with the safety check on every output."""
+
+    def __init__(
+        self, model: torch.nn.Module, preprocessor: Preprocessor, limits: SafetyLimits | None = None
+    ) -> None:
+        """`model` (a PixelVLA, switched to eval mode here) and the Preprocessor saved with it."""
+        preprocessor.config.check_matches(model.cfg)
+        self.model = model.eval()
+        self.preprocessor = preprocessor
+        self.limits = limits or SafetyLimits()
+        self.chunk_size = int(preprocessor.config.action_space.chunk_size)
+        self.proprio_dim = int(preprocessor.config.proprio_dim)
+        self.checkpoint: Path | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: torch.device | str | None = None, limits: SafetyLimits | None = None
+    ) -> Policy:
+        """Load a checkpoint folder (raises CheckpointError saying what is wrong); LoRA merged for speed."""
+        from pixelvla_ros.model.checkpoint import load_checkpoint
+
+        model, preprocessor = load_checkpoint(path, device=device, merge=True)
+        policy = cls(model, preprocessor, limits)
+        policy.checkpoint = Path(path)
+        return policy
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def chunk_times(self) -> np.ndarray:
+        """(N_c,) s after the image stamp (the preprocessor's chunk_times: k / control rate)."""
+        return self.preprocessor.chunk_times(self.chunk_size)
+
+    def predict_chunk(
+        self,
+        image: np.ndarray,
+        instruction: str | None,
+        prompts: Sequence[VisualPrompt] = (),
+        object_mask: np.ndarray | None = None,
+        proprio: np.ndarray | None = None,
+    ) -> ActionChunkResult:
+        """image (H, W, 3) uint8 RGB; prompts in that image's pixels; object_mask (H, W) bool or None;
+        proprio (proprio_dim,) or None. Returns a checked chunk, or an invalid result with the reason."""
+        times = self.chunk_times()
+        t0 = time.perf_counter()
+        latency = 0.0
+        stage = "preprocessing"
+        try:
+            inputs = self.preprocessor(image, instruction, object_mask, list(prompts), proprio)
+            stage = "model"
+            t1 = time.perf_counter()
+            out = self.model.predict(inputs)  # (1, N_c, 7) normalized
+            out = out.detach().float().cpu().numpy()  # waits for the device
+            latency = time.perf_counter() - t1
+            stage = "postprocessing"
+            if out.shape != (1, self.chunk_size, ACTION_DIM):
+                raise ValueError(f"model output has shape {out.shape}, expected (1, {self.chunk_size}, 7)")
+            actions = self.preprocessor.postprocess(out)[0]  # (N_c, 7) robot units; raises on NaN
+            stage = "safety"
+            actions = check_chunk(actions, self.limits)
+        except UnsafeChunkError as e:
+            return self._invalid(times, latency, t0, f"safety: {e}")
+        except Exception as e:  # noqa: BLE001 - any doubt means no motion; the caller gets the reason
+            return self._invalid(times, latency, t0, f"{stage}: {type(e).__name__}: {e}")
+        return ActionChunkResult(actions, times, latency, time.perf_counter() - t0, True, "")
+
+    @staticmethod
+    def _invalid(times: np.ndarray, latency: float, t0: float, reason: str) -> ActionChunkResult:
+        return ActionChunkResult(None, times, latency, time.perf_counter() - t0, False, reason)
+
+
+class ChunkExecutor:
+    """Turns successive chunks into the action of each control step.
+
+    Open loop (default): the newest chunk is executed for `execute_steps` steps, then a new one is due.
+    Temporal ensembling (ACT, Zhao et al. 2023): every chunk that covers step t contributes its action
+    for t, weighted by exp(-k * i) with i = 0 for the oldest chunk; dims 0-5 are averaged and the
+    gripper average is binarized at `gripper_threshold`. A new chunk is due every `execute_steps` steps
+    (ACT queries every step: execute_steps=1).
+
+    Steps are integer control-step indices (the chunk's action k belongs to step `start + k`).
+    """
+
+    def __init__(
+        self,
+        chunk_size: int,
+        execute_steps: int | None = None,
+        ensemble: bool = False,
+        ensemble_k: float = 0.01,
+        gripper_threshold: float = 0.5,
+    ) -> None:
+        execute_steps = chunk_size if execute_steps is None else execute_steps
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not 1 <= execute_steps <= chunk_size:
+            raise ValueError(f"execute_steps must be in [1, chunk_size={chunk_size}], got {execute_steps}")
+        if not (np.isfinite(ensemble_k) and ensemble_k >= 0):
+            raise ValueError(f"ensemble_k must be a finite number >= 0, got {ensemble_k}")
+        self.chunk_size = int(chunk_size)
+        self.execute_steps = int(execute_steps)
+        self.ensemble = bool(ensemble)
+        self.ensemble_k = float(ensemble_k)
+        self.gripper_threshold = float(gripper_threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, (N_c, 7)), oldest first
+        self._last_query: int | None = None
+
+    def needs_query(self, step: int) -> bool:
+        """Whether a new chunk must be predicted (from the observation of `step`) before acting."""
+        if self._last_query is None or not self._covering(step):
+            return True
+        return step - self._last_query >= self.execute_steps
+
+    def add_chunk(self, actions: np.ndarray, step: int) -> None:
+        """Add a valid (N_c, 7) chunk predicted from the observation of control step `step`."""
+        a = np.asarray(actions, dtype=np.float64)
+        if a.shape != (self.chunk_size, ACTION_DIM):
+            raise ValueError(f"chunk must have shape ({self.chunk_size}, {ACTION_DIM}), got {a.shape}")
+        if self._last_query is not None and step < self._last_query:
+            raise ValueError(f"chunk step {step} is older than the previous chunk's step {self._last_query}")
+        self._last_query = int(step)
+        if not self.ensemble:
+            self._chunks = []
+        self._chunks.append((int(step), a))
+
+    def skip_query(self, step: int) -> None:
+        """Record that a query at `step` gave no valid chunk: older chunks still cover later steps."""
+        self._last_query = int(step)
+
+    def _covering(self, step: int) -> list[tuple[int, np.ndarray]]:
+        return [(s, a) for s, a in self._chunks if s <= step < s + self.chunk_size]
+
+    def action(self, step: int) -> np.ndarray | None:
+        """(7,) action for control step `step`, or None when no chunk covers it (then: no motion)."""
+        self._chunks = [(s, a) for s, a in self._chunks if step < s + self.chunk_size]  # drop the past
+        cover = self._covering(step)
+        if not cover:
+            return None
+        if not self.ensemble:
+            s, a = cover[-1]
+            return a[step - s].copy()
+        rows = np.stack([a[step - s] for s, a in cover])  # (n, 7), oldest first
+        w = np.exp(-self.ensemble_k * np.arange(len(rows)))  # (n,)
+        out = (w[:, None] * rows).sum(axis=0) / w.sum()
+        out[GRIPPER] = float(out[GRIPPER] >= self.gripper_threshold)
+        return out

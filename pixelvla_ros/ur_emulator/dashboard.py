@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 from typing import TYPE_CHECKING
 
 from pixelvla_ros.ur_emulator import robot_state as rs
+from pixelvla_ros.ur_emulator.tcp_server import ThreadedTcpServer
 
 if TYPE_CHECKING:
     from pixelvla_ros.ur_emulator.emulator import Emulator
@@ -25,40 +25,11 @@ WELCOME = "Connected: Universal Robots Dashboard Server"
 MAX_LINE = 4096
 
 
-class DashboardServer:
+class DashboardServer(ThreadedTcpServer):
+    thread_name = "dashboard"
+
     def __init__(self, emu: Emulator, host: str, port: int = 29999):
-        self.emu, self.host, self.port = emu, host, port
-        self.sock: socket.socket | None = None
-        self.conns: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        self.sock = self.emu.listen(self.host, self.port)
-        threading.Thread(target=self._accept, name="dashboard-accept", daemon=True).start()
-
-    def close(self) -> None:
-        self.emu.close_listener(self.sock)
-        self.drop_connections()
-
-    def drop_connections(self) -> None:
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _accept(self) -> None:
-        sock = self.sock
-        while True:
-            try:
-                c, addr = sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.add(c)
-            threading.Thread(target=self._serve, args=(c, addr), name="dashboard-conn", daemon=True).start()
+        super().__init__(emu, host, port)
 
     def _serve(self, c: socket.socket, addr) -> None:
         buf = b""
@@ -87,12 +58,7 @@ class DashboardServer:
         except OSError:
             pass
         finally:
-            with self.lock:
-                self.conns.discard(c)
-            try:
-                c.close()
-            except OSError:
-                pass
+            self._forget(c)
 
     def handle(self, line: str) -> tuple[str, bool]:
         """One command line -> (reply without newline, close connection afterwards)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from pixelvla_ros import ur5e
 from pixelvla_ros.ur_emulator import robot_state as rs
+from pixelvla_ros.ur_emulator.tcp_server import ThreadedTcpServer
 
 if TYPE_CHECKING:
     from pixelvla_ros.ur_emulator.emulator import Emulator
@@ -418,41 +418,12 @@ class CustomFunctionProgram:
             )
 
 
-class ScriptServer:
+class ScriptServer(ThreadedTcpServer):
     """One script port (30001 primary, 30002 secondary, 30003 realtime): accepts programs, sends nothing."""
 
     def __init__(self, emu: Emulator, host: str, port: int):
-        self.emu, self.host, self.port = emu, host, port
-        self.sock: socket.socket | None = None
-        self.conns: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def start(self) -> None:
-        self.sock = self.emu.listen(self.host, self.port)
-        threading.Thread(target=self._accept, name=f"script-{self.port}", daemon=True).start()
-
-    def close(self) -> None:
-        self.emu.close_listener(self.sock)
-        self.drop_connections()
-
-    def drop_connections(self) -> None:
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            _shutdown(c)
-
-    def _accept(self) -> None:
-        sock = self.sock
-        while True:
-            try:
-                c, addr = sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.conns.add(c)
-            threading.Thread(
-                target=self._serve, args=(c, addr), name=f"script-{self.port}-conn", daemon=True
-            ).start()
+        super().__init__(emu, host, port)
+        self.thread_name = f"script-{port}"
 
     def _serve(self, c: socket.socket, addr) -> None:
         buf = ""
@@ -502,17 +473,4 @@ class ScriptServer:
                     self.port,
                     len(program),
                 )
-            with self.lock:
-                self.conns.discard(c)
-            _shutdown(c)
-
-
-def _shutdown(c: socket.socket) -> None:
-    try:
-        c.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        c.close()
-    except OSError:
-        pass
+            self._forget(c)

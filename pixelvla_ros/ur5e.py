@@ -89,6 +89,31 @@ def matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
     return theta * axis
 
 
+def matrix_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
+    """3x3 rotation matrix -> unit quaternion (x, y, z, w), the order of geometry_msgs/Quaternion."""
+    rv = matrix_to_rotvec(R)
+    theta = float(np.linalg.norm(rv))
+    axis = rv / theta if theta > 1e-12 else np.zeros(3)
+    x, y, z = axis * math.sin(theta / 2.0)
+    return float(x), float(y), float(z), math.cos(theta / 2.0)
+
+
+def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) -> 3x3 rotation matrix; raises ValueError unless it is unit length."""
+    q = np.array([x, y, z, w], dtype=float)
+    n = float(np.linalg.norm(q))
+    if not np.all(np.isfinite(q)) or abs(n - 1.0) > 1e-3:
+        raise ValueError(f"quaternion (x, y, z, w) = {q.tolist()} is not a finite unit quaternion")
+    x, y, z, w = q / n
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
 def rot_x(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])

@@ -489,3 +489,62 @@ def test_unsupported_command_and_second_control_client(emu):
     assert out["running_before"] and out["moveUntilContact"] is False and not out["running_after"]
     logs = " ".join(r["message"] for r in emu.logs("WARNING"))
     assert "IN_USE" in logs and "not emulated" in logs
+
+
+# ------------------------------------------------------------------------------------------------------------
+def _sc_safety_limits(host):
+    """Servo targets beyond the safety limits protective-stop the arm; targets within them do not."""
+    import rtde_control
+    import rtde_receive
+
+    r = rtde_receive.RTDEReceiveInterface(host)
+    c = rtde_control.RTDEControlInterface(host)
+    hooks = DashboardHooks(host)
+    out = {}
+
+    def violate(name, send):
+        before = r.getActualTCPPose()
+        send()
+        out[name] = _wait(r.isProtectiveStopped, 1.0)
+        out[name + "_moved"] = max(abs(a - b) for a, b in zip(r.getActualTCPPose(), before, strict=True))
+        hooks.send("unlock protective stop")
+        # With the script stopped this returns False but clears the command register: else the new script
+        # would replay the stopped servo command (as the real script would) and stop again.
+        c.servoStop()
+        out[name + "_recovered"] = c.reuploadScript() and _wait(c.isProgramRunning)
+
+    p0 = r.getActualTCPPose()
+    up = list(p0)
+    up[2] += 0.1  # tracked with a 0.1 s time constant: 1 m/s at the TCP, over the 0.5 m/s limit set below
+    violate("tcp", lambda: c.servoL(up, 0.5, 0.5, 0.002, 0.1, 300))
+    elbow = r.getActualQ()
+    elbow[2] = 3.3  # the elbow's range is +-pi
+    violate("joint_limit", lambda: c.servoJ(elbow, 0.5, 0.5, 0.002, 0.1, 300))
+    wrist = r.getActualQ()
+    wrist[5] += (
+        0.5  # 5 rad/s for the 0.1 s time constant (limit 3.33); the TCP on the wrist axis barely moves
+    )
+    violate("joint_speed", lambda: c.servoJ(wrist, 0.5, 0.5, 0.002, 0.1, 300))
+    near = r.getActualTCPPose()
+    near[2] += 0.02  # 0.2 m/s: within the limits
+    out["within"] = all(_stream_servo(c, near, 0.3)) and not r.isProtectiveStopped()
+    out["within_dz"] = r.getActualTCPPose()[2] - p0[2]
+    c.servoStop()
+    c.stopScript()
+    hooks.close()
+    c.disconnect()
+    r.disconnect()
+    return out
+
+
+def test_servo_targets_beyond_the_safety_limits_protective_stop():
+    with EmulatorProcess(host=free_loopback_host(), tcp_speed_limit=0.5) as e:
+        out = run_in_process(_sc_safety_limits, e.host, timeout=60)
+        stops = [r["message"] for r in e.logs("WARNING") if r["message"].startswith("PROTECTIVE STOP")]
+    for name in ("tcp", "joint_limit", "joint_speed"):
+        assert out[name] and out[name + "_moved"] < 1e-3 and out[name + "_recovered"], (name, out)
+    assert out["within"] and out["within_dz"] > 0.015
+    assert len(stops) == 3, stops
+    assert "servoL target needs TCP speed" in stops[0] and "> limit 0.5" in stops[0]
+    assert "servoJ target" in stops[1] and "outside the joint limits" in stops[1]
+    assert "servoJ target needs joint speed" in stops[2]

@@ -6,7 +6,10 @@
    RTDEControlInterface with servoL at 500 Hz; this process reads the RTDE output stream with a raw
    client (one recv timestamp per data package, plus the controller ``timestamp`` field) and reports the
    package period, |period - nominal| median / p99 / max, and missed controller ticks.
-2. Latency: real RTDEReceiveInterface + RTDEControlInterface; time from a servoL / speedL call returning
+2. Driver: the same with the UR driver core (pixelvla_ros.drivers.ur_controller, actuation on) streaming
+   10 Hz chunks: its cycle period jitter (the spacing of its servoL calls) beside the emulator's output
+   jitter measured in the same run, and their p99 ratio (how much jitter the driver adds).
+3. Latency: real RTDEReceiveInterface + RTDEControlInterface; time from a servoL / speedL call returning
    until ``actual_TCP_pose`` starts to change (polled every 0.1 ms), repeated.
 Target: p99 jitter <= 1 ms at 500 Hz. The result depends on the load of the machine; report it as measured.
 """
@@ -46,6 +49,47 @@ def _servo_streamer(host: str, seconds: float) -> dict:
     c.disconnect()
     r.disconnect()
     return {"sent": n, "ok": n_ok, "rate_hz": n / elapsed}
+
+
+def _driver_streamer(host: str, seconds: float) -> dict:
+    """The UR driver core fed like a 10 Hz policy: every 0.1 s a fresh 8-step chunk, stamped now."""
+    from pixelvla_ros.chunk_timeline import TimedChunk
+    from pixelvla_ros.drivers.ur_controller import DriverState, UrController, UrDriverConfig
+
+    stamps: list[float] = []
+    driver = UrController(
+        UrDriverConfig(robot_ip=host, enable_actuation=True),
+        on_cycle=lambda report: stamps.append(time.perf_counter()),
+    ).start()
+    deadline = time.monotonic() + 10.0
+    while driver.status().state is not DriverState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t_end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < t_end:
+        t0 = time.monotonic()
+        actions = np.zeros((8, 7))
+        actions[:, 2] = 0.002 * np.cos(2 * np.pi * 0.25 * (t0 + 0.1 * np.arange(8)))  # 0.02 m/s swing in z
+        try:
+            driver.submit(TimedChunk(t0, 0.1, actions))
+        except ValueError:
+            pass  # reported through the status below
+        k += 1
+        time.sleep(max(0.0, t0 + 0.1 - time.monotonic()))
+    status = driver.status()
+    driver.stop()
+    period = np.diff(np.array(stamps))
+    jitter = np.abs(period - 1.0 / driver.config.frequency)
+    return {
+        "cycles": len(stamps),
+        "chunks": k,
+        "accepted": status.chunks_accepted,
+        "state": f"{status.state.value}: {status.reason}",
+        "period_median_ms": float(np.median(period) * 1e3),
+        "jitter_median_ms": float(np.median(jitter) * 1e3),
+        "jitter_p99_ms": float(np.percentile(jitter, 99) * 1e3),
+        "jitter_max_ms": float(np.max(jitter) * 1e3),
+    }
 
 
 def measure_stream(host: str, seconds: float) -> dict:
@@ -153,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)  # let the control client connect and start streaming
         stream = measure_stream(host, args.seconds)
         servo_stats = streamer.get(timeout=args.seconds + 60)
+        driving = pool.apply_async(_driver_streamer, (host, args.seconds + 1.0))
+        time.sleep(0.5)  # let the driver connect and start streaming
+        driver_stream = measure_stream(host, args.seconds)
+        driver_stats = driving.get(timeout=args.seconds + 60)
         pool.close()
         pool.join()
         idle = measure_stream(host, min(3.0, args.seconds))
@@ -172,9 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     hdr = ("condition", "pkgs", "T_med", "jit_med", "jit_p99", "jit_max", "missed")
     print(f"{hdr[0]:<28} {hdr[1]:>6} " + " ".join(f"{h:>8}" for h in hdr[2:6]) + f" {hdr[6]:>6}  (ms)")
     print(row("with servoL client 500 Hz", stream))
+    print(row("with the UR driver core", driver_stream))
     print(row("receive only", idle))
     ss = servo_stats
     print(f"servoL streamer: {ss['sent']} calls, {ss['ok']} returned True, {ss['rate_hz']:.1f} Hz")
+    ds = driver_stats
+    print(
+        f"\nUR driver core cycle period (servoL spacing), {ds['cycles']} cycles, "
+        f"{ds['accepted']}/{ds['chunks']} chunks accepted, ended {ds['state']}"
+    )
+    print(
+        f"T_med {ds['period_median_ms']:.3f}  jit_med {ds['jitter_median_ms']:.3f}  jit_p99 "
+        f"{ds['jitter_p99_ms']:.3f}  jit_max {ds['jitter_max_ms']:.3f} (ms); p99 ratio driver / emulator "
+        f"output in the same run: {ds['jitter_p99_ms'] / driver_stream['jitter_p99_ms']:.2f}"
+    )
     if state:
         print(f"emulator tick overruns (>50 ms late): {state['tick_overruns']}")
     sl, sp = np.array(lat["servoL_ms"]), np.array(lat["speedL_ms"])

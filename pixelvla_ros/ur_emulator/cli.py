@@ -37,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="s before 'unlock protective stop' works (5 on a real robot)",
     )
     p.add_argument(
+        "--tcp-speed-limit",
+        type=float,
+        default=EmulatorConfig.tcp_speed_limit,
+        help="m/s; a servo target whose tracking would exceed it raises a protective stop",
+    )
+    p.add_argument(
+        "--joint-speed-limit",
+        type=float,
+        default=EmulatorConfig.joint_speed_limit,
+        help="rad/s; a servo target whose tracking would exceed it raises a protective stop",
+    )
+    p.add_argument(
         "--no-test-hooks",
         action="store_true",
         help="answer 'emulator ...' dashboard commands like a real robot (could not understand)",
@@ -71,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         powered=not args.powered_off,
         q0=args.q0,
         pstop_unlock_delay=args.pstop_unlock_delay,
+        tcp_speed_limit=args.tcp_speed_limit,
+        joint_speed_limit=args.joint_speed_limit,
         test_hooks=not args.no_test_hooks,
         rtde_port=args.rtde_port,
         dashboard_port=args.dashboard_port,

@@ -47,6 +47,10 @@ class EmulatorConfig:
     powered: bool = True  # start powered on with brakes released (robot_mode RUNNING)
     q0: list[float] | None = None  # initial joint positions (default ur5e.Q_HOME)
     pstop_unlock_delay: float = 0.0  # a real robot refuses "unlock protective stop" for 5 s
+    # Safety limits: a servo target whose tracking would exceed them raises a protective stop, as the
+    # safety system of a real controller does (UR defaults: tool speed 1.5 m/s, joint speed 191 deg/s).
+    tcp_speed_limit: float = 1.5  # m/s
+    joint_speed_limit: float = 3.3336  # rad/s
     test_hooks: bool = True  # "emulator <hook>" dashboard commands
     spin_s: float = 0.0003  # busy-wait this long before each tick deadline (tick regularity vs CPU)
     record_max: int = 50000

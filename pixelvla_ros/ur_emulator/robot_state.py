@@ -124,6 +124,11 @@ class Idle(Motion):
         return np.zeros(6)
 
 
+def servo_time_constant(lookahead: float) -> float:
+    """Time constant of the emulated servo tracking (s): the lookahead time within servoj's range."""
+    return float(np.clip(lookahead, 0.03, 0.2))
+
+
 class ServoJ(Motion):
     """servoj: first-order tracking of a joint target (time constant ~ lookahead), velocity-clipped."""
 
@@ -131,11 +136,11 @@ class ServoJ(Motion):
 
     def __init__(self, q_target, lookahead: float = 0.1):
         self.q_target = np.clip(np.asarray(q_target, dtype=float), ur5e.Q_MIN, ur5e.Q_MAX)
-        self.tau = float(np.clip(lookahead, 0.03, 0.2))
+        self.tau = servo_time_constant(lookahead)
 
     def set_target(self, q_target, lookahead: float) -> None:
         self.q_target = np.clip(np.asarray(q_target, dtype=float), ur5e.Q_MIN, ur5e.Q_MAX)
-        self.tau = float(np.clip(lookahead, 0.03, 0.2))
+        self.tau = servo_time_constant(lookahead)
 
     def update(self, st, dt):
         qd = (self.q_target - st.q) / max(self.tau, dt)

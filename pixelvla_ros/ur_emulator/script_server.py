@@ -245,6 +245,10 @@ class ControlScript:
                         return False
                     self._servo_key, self._servo_q = key, res.q
                 q_target = self._servo_q
+            violation = self._servo_limit_violation(CMD_NAMES[cmd], q_target, lookahead)
+            if violation is not None:
+                self.emu.protective_stop(violation)
+                return False
             if isinstance(st.motion, rs.ServoJ):
                 st.motion.set_target(q_target, lookahead)
             else:
@@ -282,6 +286,23 @@ class ControlScript:
             )
             return False
         return True
+
+    def _servo_limit_violation(self, name: str, q_target: np.ndarray, lookahead: float) -> str | None:
+        """Why tracking this servo target would break the safety limits (None: within them). A real
+        controller's safety system does not clip such a target: it raises a protective stop."""
+        st, cfg = self.emu.state, self.emu.config
+        if not ur5e.within_limits(q_target):
+            return f"{name} target {np.round(q_target, 3).tolist()} is outside the joint limits"
+        qd = (q_target - st.q) / max(rs.servo_time_constant(lookahead), st.period)  # as ServoJ tracks it
+        joint_speed = float(np.max(np.abs(qd)))
+        if joint_speed > cfg.joint_speed_limit:
+            return (
+                f"{name} target needs joint speed {joint_speed:.2f} rad/s > limit {cfg.joint_speed_limit:g}"
+            )
+        tcp_speed = float(np.linalg.norm((st.jacobian() @ qd)[:3]))
+        if tcp_speed > cfg.tcp_speed_limit:
+            return f"{name} target needs TCP speed {tcp_speed:.2f} m/s > limit {cfg.tcp_speed_limit:g}"
+        return None
 
     # -- blocking commands -----------------------------------------------------------------------------
     def _done(self) -> None:

@@ -1,0 +1,1 @@
+"""Arm drivers' control logic, ROS-free: the nodes in pixelvla_ros/nodes wrap these cores."""

@@ -81,7 +81,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     if order == "mono":
         return np.repeat(pixels, 3, axis=2)
     rgb = pixels[:, :, :3]
-    return np.ascontiguousarray(rgb[:, :, ::-1] if order == "bgr" else rgb)
+    return (rgb[:, :, ::-1] if order == "bgr" else rgb).copy()  # frombuffer memory is read-only
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:

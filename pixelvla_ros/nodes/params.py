@@ -6,6 +6,8 @@ Defaults live in config/*.yaml; the values here are what a node falls back to wi
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -32,3 +34,19 @@ def declare(
             IntegerRange(from_value=int(integer[0]), to_value=int(integer[1]), step=1)
         ]
     return node.declare_parameter(name, default, descriptor).value
+
+
+def package_share() -> Path:
+    """share/pixelvla_ros of the installed package: from the ament index on a sourced ROS install, else the
+    running interpreter's prefix (`make setup` installs the package into the venv prefix, which no
+    setup.bash sources, so AMENT_PREFIX_PATH is unset there)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return Path(get_package_share_directory("pixelvla_ros"))
+        except (PackageNotFoundError, OSError):
+            pass
+    except ImportError:
+        pass
+    return Path(sys.prefix) / "share" / "pixelvla_ros"

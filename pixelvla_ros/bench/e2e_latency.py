@@ -1,0 +1,99 @@
+"""End-to-end latency of the simulated stack: camera image stamp -> the ActionChunk computed from it.
+
+    python -m pixelvla_ros.bench.e2e_latency [--seconds 30] [--checkpoint DIR]
+
+Starts the nodes of the demo (sim_driver, prompt_node, policy_node: separate processes over DDS), runs a
+task, and for every chunk takes: end to end = arrival of the chunk here - the source image's stamp; the
+policy call = the chunk's model_latency (preprocessing + forward + postprocessing + safety check, measured
+in the policy node); everything else = the difference (image transport, waiting for the inference thread,
+message conversion, chunk transport). Prints median and p99 of each and the ratio of everything else to
+the policy call (target: <= 10 %), and the end-to-end p99 (target with `tiny`: <= 50 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+
+from pixelvla_ros.action import RunTask
+from pixelvla_ros.demo import start_nodes, stop_nodes
+from pixelvla_ros.msg import ActionChunk
+from pixelvla_ros.nodes.conversions import stamp_to_sec
+
+
+class ChunkClock(Node):
+    def __init__(self) -> None:
+        super().__init__("pixelvla_latency_bench")
+        self.samples: list[tuple[float, float]] = []  # (end to end, policy call), s
+        self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, 10)
+        self.run_task = ActionClient(self, RunTask, "/pixelvla/run_task")
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        arrival = self.get_clock().now().nanoseconds * 1e-9
+        self.samples.append((arrival - stamp_to_sec(msg.source_image_stamp), msg.model_latency))
+
+
+def row(name: str, ms: np.ndarray) -> str:
+    return f"  {name:<28} median {np.median(ms):7.2f} ms   p99 {np.percentile(ms, 99):7.2f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the timed task")
+    parser.add_argument("--checkpoint", default="", help="default: the packaged tiny checkpoint")
+    parser.add_argument("--warmup", type=int, default=10, help="chunks left out at the start")
+    args = parser.parse_args(argv)
+
+    logs = Path(tempfile.mkdtemp(prefix="pixelvla_latency_"))
+    procs = start_nodes("pick_named", 0, args.checkpoint, logs)
+    rclpy.init()
+    bench = ChunkClock()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(bench)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        if not bench.run_task.wait_for_server(timeout_sec=120):
+            print(f"the policy node did not come up; logs in {logs}")
+            return 1
+        goal = bench.run_task.send_goal_async(
+            RunTask.Goal(instruction="pick up the object", timeout_s=args.seconds)
+        )
+        while not goal.done():
+            time.sleep(0.05)
+        result = goal.result().get_result_async()
+        while not result.done():
+            time.sleep(0.1)
+    finally:
+        stop_nodes(procs)
+        executor.shutdown(timeout_sec=2.0)
+        bench.destroy_node()
+        rclpy.try_shutdown()
+    samples = np.asarray(bench.samples[args.warmup :]) * 1e3
+    if len(samples) < 10:
+        print(f"only {len(samples)} chunks arrived; logs in {logs}")
+        return 1
+    e2e, policy = samples[:, 0], samples[:, 1]
+    rest = e2e - policy
+    print(f"end-to-end latency of the simulated stack, {len(samples)} chunks (2 CPU threads per process)")
+    print(row("image stamp -> chunk here", e2e))
+    print(row("policy call (in the node)", policy))
+    print(row("everything else", rest))
+    ratio = np.median(rest) / np.median(policy)
+    print(f"  everything else / policy call (medians): {100 * ratio:.1f} % (target <= 10 %)")
+    print(f"  end-to-end p99 {np.percentile(e2e, 99):.1f} ms (target <= 50 ms with tiny)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""`ros2 run pixelvla_ros demo` (`make demo`): the whole stack on the simulated robot, clicked like a user.
+
+Starts the nodes of launch/sim.launch.py (sim_driver, prompt_node, policy_node with the packaged tiny
+checkpoint) as separate processes talking over DDS, then plays the user: reads the scene from /sim/task,
+publishes a click on the target exactly as RViz's "Publish Point" tool does (geometry_msgs/PointStamped on
+/clicked_point, in the fixed frame), waits for the prompt node's VisualPrompt, sends a RunTask goal to the
+policy node and watches the simulator until the object is picked or the time limit passes. Writes
+OUT/demo.gif (the overlay: camera image, prompt, commanded motion) and OUT/overlay_*.png, prints the
+outcome, exits 0 on success.
+
+    demo [--episode 0] [--family pick_prompted] [--out runs/demo] [--timeout 40] [--checkpoint DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from pixelvla_ros.action import RunTask
+from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
+from pixelvla_ros.nodes.conversions import image_to_rgb
+from pixelvla_ros.nodes.params import package_share
+
+print = functools.partial(print, flush=True)  # noqa: A001 - progress lines of a long-running command
+
+NODES = ("sim_driver", "prompt_node", "policy_node")
+
+
+def start_nodes(family: str, episode: int, checkpoint: str, log_dir: Path) -> list[subprocess.Popen]:
+    """The nodes of launch/sim.launch.py with the same parameter files, one process each."""
+    share = package_share()
+    lib = share.parent.parent / "lib" / "pixelvla_ros"
+    extra = {
+        "sim_driver": ["-p", f"family:={family}", "-p", f"episode:={episode}"],
+        "policy_node": ["-p", f"checkpoint:={checkpoint}"] if checkpoint else [],
+        "prompt_node": [],
+    }
+    procs = []
+    for name in NODES:
+        cmd = [
+            str(lib / name),
+            "--ros-args",
+            "--params-file",
+            str(share / "config" / f"{name}.yaml"),
+            *extra[name],
+        ]
+        log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def stop_nodes(procs: list[subprocess.Popen]) -> None:
+    """SIGINT as launch does, then SIGTERM (a shell's background jobs ignore SIGINT), then SIGKILL."""
+    for sig, grace in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        alive = [p for p in procs if p.poll() is None]
+        for p in alive:
+            os.killpg(p.pid, sig)
+        end = time.monotonic() + grace
+        while any(p.poll() is None for p in alive) and time.monotonic() < end:
+            time.sleep(0.05)
+
+
+class DemoUser(Node):
+    """What a person at RViz does: look at the scene, click the object, start the task, watch."""
+
+    def __init__(self) -> None:
+        super().__init__("pixelvla_demo_user")
+        self.task: dict | None = None
+        self.prompt: VisualPromptMsg | None = None
+        self.overlays: list[np.ndarray] = []
+        self.images = 0
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, "/sim/task", self.on_task, latched)
+        self.create_subscription(VisualPromptMsg, "/pixelvla/prompt", self.on_prompt, 10)
+        self.create_subscription(Image, "/pixelvla/overlay", self.on_overlay, 10)
+        self.create_subscription(Image, "/camera/image_raw", self.on_image, qos_profile_sensor_data)
+        self.clicks = self.create_publisher(PointStamped, "/clicked_point", 10)
+        self.run_task = ActionClient(self, RunTask, "/pixelvla/run_task")
+
+    def on_task(self, msg: String) -> None:
+        self.task = json.loads(msg.data)
+
+    def on_prompt(self, msg: VisualPromptMsg) -> None:
+        self.prompt = msg
+
+    def on_overlay(self, msg: Image) -> None:
+        self.overlays.append(image_to_rgb(msg))
+
+    def on_image(self, _msg: Image) -> None:
+        self.images += 1
+
+    def click(self, xyz: list[float], frame: str) -> None:
+        """A PointStamped as RViz 2's Publish Point tool sends it: the point in the fixed frame, now."""
+        msg = PointStamped()
+        msg.header.stamp, msg.header.frame_id = self.get_clock().now().to_msg(), frame
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in xyz)
+        self.clicks.publish(msg)
+
+
+def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN001 - a callable returning bool
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_demo(user: DemoUser, timeout: float) -> tuple[bool, str]:
+    wait_for("the simulator's task (/sim/task)", lambda: user.task is not None, 60)
+    wait_for("camera images (/camera/image_raw)", lambda: user.images > 3, 30)
+    wait_for("the policy node's RunTask action", lambda: user.run_task.wait_for_server(timeout_sec=0.1), 120)
+    task = user.task
+    target = task["target"]
+    print(f"scene: {task['family']} seed {task['seed']}, instruction {task['instruction']!r}")
+    print(f"clicking {target} at {task['entities'][target]} ({task['base_frame']} frame), as RViz does")
+    for _ in range(3):  # a click can land between discovery and the first match on a busy machine
+        user.click(task["entities"][target], task["base_frame"])
+        try:
+            wait_for("the prompt node's VisualPrompt", lambda: user.prompt is not None, 5)
+            break
+        except TimeoutError:
+            continue
+    if user.prompt is None:
+        return False, "no VisualPrompt came back for the click (see prompt_node.log)"
+    print(f"prompt: pixel ({user.prompt.u[0]:.1f}, {user.prompt.v[0]:.1f}) of the image of the click")
+
+    goal = RunTask.Goal(instruction=task["instruction"], timeout_s=float(timeout), require_prompt=True)
+    future = user.run_task.send_goal_async(goal)
+    wait_for("the goal to be accepted", future.done, 10)
+    handle = future.result()
+    if not handle.accepted:
+        return False, "the policy node rejected the RunTask goal"
+    result = handle.get_result_async()
+    start = time.monotonic()
+    while not user.task["success"] and not result.done():
+        time.sleep(0.05)
+    elapsed = time.monotonic() - start
+    if user.task["success"]:
+        handle.cancel_goal_async()
+        wait_for("the task to end", result.done, 10)
+        return True, f"picked {target} in {elapsed:.1f} s ({user.task['steps']} control steps)"
+    return False, f"not picked within {timeout:.0f} s ({result.result().result.reason})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--family", default="pick_prompted")
+    parser.add_argument("--episode", type=int, default=0, help="eval-split scene (held out from training)")
+    parser.add_argument("--checkpoint", default="", help="default: the packaged tiny checkpoint")
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--timeout", type=float, default=40.0, help="s for the task")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    procs = start_nodes(args.family, args.episode, args.checkpoint, out)
+    rclpy.init()
+    user = DemoUser()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(user)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        ok, message = run_demo(user, args.timeout)
+    except TimeoutError as e:
+        ok, message = False, str(e)
+    finally:
+        time.sleep(0.5)  # the last overlays
+        stop_nodes(procs)
+        executor.shutdown(timeout_sec=2.0)
+        user.destroy_node()
+        rclpy.try_shutdown()
+    dead = [
+        f"{name} exited with {p.returncode}"
+        for name, p in zip(NODES, procs, strict=True)
+        if p.returncode not in (0, -2, None)
+    ]
+    frames = list(user.overlays)
+    if frames:
+        iio.imwrite(
+            out / "demo.gif",
+            np.stack([np.kron(f, np.ones((3, 3, 1), np.uint8)) for f in frames]),
+            duration=100,
+            loop=0,
+        )
+        for k in (0, len(frames) // 2, len(frames) - 1):
+            iio.imwrite(out / f"overlay_{k:04d}.png", frames[k])
+    print(f"{'SUCCESS' if ok else 'FAILED'}: {message}")
+    print(f"wrote {out}/demo.gif ({len(frames)} overlay frames), overlay_*.png, node logs {out}/*.log")
+    if dead:
+        print("nodes that failed: " + "; ".join(dead))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

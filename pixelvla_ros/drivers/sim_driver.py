@@ -1,0 +1,119 @@
+"""The simulated arm and camera behind the same contract as the UR driver (ROS-free core).
+
+Like a real cell, the simulator runs at its own control rate and does not wait for the policy. Each control
+period n starting at t_n:
+  1. `capture(t_n)`: the camera frame and the arm state of t_n (the node publishes them stamped t_n);
+  2. the policy answers with a chunk whose step k covers [t_n + k dt, t_n + (k + 1) dt);
+  3. `step(t_n)`, called a fixed actuation delay after t_n: the action covering t_n from the newest chunk
+     goes through the SafetyFilter and moves the arm for one period. A chunk that arrives after the delay
+     is not used for t_n (its step 0 is in the past); older chunks still cover t_n with their later steps.
+A command counts as fresh only when its chunk was computed from an image at most `max_command_age` old:
+when the camera or the policy stops, the filter halts the arm within two periods (SafetyLimits.stale_cycles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pixelvla_ros.action_space import GRIPPER, ROTATION, TRANSLATION
+from pixelvla_ros.camera import CameraModel
+from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk
+from pixelvla_ros.safety import SafetyFilter, SafetyLimits
+from pixelvla_ros.sim.env import TabletopEnv
+from pixelvla_ros.sim.tasks import TaskConfig
+
+__all__ = ["SimArmState", "SimDriver", "SimStepReport", "calibrated_config"]
+
+
+def calibrated_config(config: TaskConfig) -> TaskConfig:
+    """The task distribution with the camera at its nominal pose: a fixed, calibrated camera whose pose
+    the prompt node knows from config/sim.yaml (training randomizes it around that pose)."""
+    return replace(config, camera_pos_jitter=0.0, camera_lookat_jitter=0.0, camera_fovy_jitter=0.0)
+
+
+@dataclass(frozen=True)
+class SimArmState:
+    t: float  # s, the stamp the frame and state are published with
+    rgb: np.ndarray  # (size, size, 3) uint8
+    camera: CameraModel
+    tcp_pose: np.ndarray  # (4, 4) base frame
+    joint_positions: np.ndarray  # (6,) rad
+    gripper: float  # measured closure, 0 = open, 1 = closed
+
+
+@dataclass(frozen=True)
+class SimStepReport:
+    halted: bool
+    reasons: tuple[str, ...]  # why the command was limited or the arm halted; the simulator's refusal
+    action: np.ndarray  # (7,) what the simulated arm was given
+    success: bool
+    done: bool
+
+
+class SimDriver:
+    def __init__(
+        self,
+        config: TaskConfig,
+        seed: int,
+        split: str | None,
+        limits: SafetyLimits,
+        image_size: int,
+        max_command_age: float,
+    ) -> None:
+        self.env = TabletopEnv(replace(calibrated_config(config), image_sizes=(image_size,)), seed, split)
+        self.image_size = int(image_size)
+        self.period = self.env.config.action_space.dt
+        self.limits = limits
+        self.max_command_age = float(max_command_age)
+        self.timeline = ChunkTimeline(limits)
+        self.filter = SafetyFilter(limits, self.period)
+        self.success = False
+        self.steps = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self.env.reset(seed)
+        self.timeline.clear()
+        self.filter.reset(self.env.tcp_pose()[:3, 3], self.env.gripper_state())
+        self.success, self.steps = False, 0
+
+    @property
+    def task(self):  # noqa: ANN201 - pixelvla_ros.sim.tasks.TaskSpec
+        return self.env.task
+
+    def add_chunk(self, chunk: TimedChunk) -> None:
+        """Raises UnsafeChunkError / ValueError (the node logs and counts the refusal)."""
+        self.timeline.add(chunk)
+
+    def capture(self, t: float) -> SimArmState:
+        env = self.env
+        return SimArmState(
+            t,
+            env.render("scene", self.image_size),
+            env.camera_info("scene", self.image_size),
+            env.tcp_pose(),
+            env.joint_positions(),
+            env.gripper_state(),
+        )
+
+    def step(self, t: float) -> SimStepReport:
+        """Execute the control period that started at t (see the module docstring)."""
+        newest = self.timeline.newest()
+        action = self.timeline.action_at(t)
+        if action is not None and newest is not None and t - newest.t0 > self.max_command_age:
+            action = None  # the newest chunk comes from an image too old to act on
+        if action is None:
+            cmd = self.filter.step(None)
+        else:
+            cmd = self.filter.step(action[TRANSLATION], action[ROTATION], float(action[GRIPPER]))
+        executed = np.zeros(7)
+        if not cmd.halted:
+            executed[TRANSLATION] = cmd.linear_velocity * self.period
+            executed[ROTATION] = cmd.rotation_delta
+        executed[GRIPPER] = cmd.gripper
+        result = self.env.step(executed)
+        self.steps += 1
+        self.success = self.success or result.success
+        reasons = cmd.reasons + ((f"simulator: {result.reason}",) if result.reason else ())
+        return SimStepReport(cmd.halted, reasons, executed, result.success, result.done)

@@ -1,0 +1,378 @@
+"""`ros2 run pixelvla_ros policy_node`: camera + visual prompt + instruction -> PixelVLA -> action chunks.
+
+Thin shell around pixelvla_ros.policy.Policy (the checkpoint's own preprocessing and the safety check).
+Callbacks only store the newest message; inference runs on its own thread on the newest frame, so a slow
+model drops frames instead of queueing them. A task runs while a RunTask goal is active.
+
+Topics (remappable): in /camera/image_raw, /camera/camera_info (sensor QoS), /pixelvla/prompt,
+/pixelvla/instruction (std_msgs/String), /pixelvla/tcp_pose, /joint_states (proprioception: TCP position
+and the `gripper` joint); out /pixelvla/action_chunk, /pixelvla/twist (geometry_msgs/TwistStamped, the
+chunk's first step as a velocity, for MoveIt Servo), /diagnostics. Action /pixelvla/run_task (RunTask).
+
+Any doubt publishes nothing (the drivers halt when chunks stop): a frame older than max_image_age, a
+malformed image or CameraInfo, a required prompt missing or drawn on an image this node never held, stale
+proprioception, a model error, NaN or an out-of-limit step. The reason goes to the log, the status and the
+action feedback, and the node goes on with the next frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, TwistStamped
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import String
+
+from pixelvla_ros.action import RunTask
+from pixelvla_ros.msg import ActionChunk
+from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
+from pixelvla_ros.nodes.conversions import (
+    MessageError,
+    camera_info_to_model,
+    check_image,
+    chunk_to_msg,
+    image_to_rgb,
+    prompt_from_msg,
+    stamp_to_sec,
+)
+from pixelvla_ros.nodes.params import declare, package_share
+from pixelvla_ros.policy import Policy
+from pixelvla_ros.preprocessing import state_proprio
+from pixelvla_ros.prompts import VisualPrompt, describe_prompts
+
+FRAME_HISTORY_S = 30.0  # prompts may refer to any frame this recent (a user takes seconds to click)
+
+
+class PolicyNode(Node):
+    def __init__(self, policy: Policy | None = None) -> None:
+        """`policy`: an already loaded Policy (tests); by default the `checkpoint` parameter's."""
+        super().__init__("policy_node")
+        checkpoint = declare(
+            self, "checkpoint", "", "checkpoint folder; empty = the packaged tiny checkpoint", read_only=True
+        )
+        device = declare(self, "device", "auto", "torch device: auto (cuda when present), cpu, cuda:N")
+        self.max_image_age = declare(
+            self,
+            "max_image_age",
+            0.3,
+            "refuse frames older than this when inference starts, s",
+            floating=(0.01, 10.0),
+        )
+        self.max_state_skew = declare(
+            self,
+            "max_state_skew",
+            0.2,
+            "max |state stamp - image stamp| for proprioception, s",
+            floating=(0.0, 5.0),
+        )
+        self.require_camera_info = declare(
+            self, "require_camera_info", True, "refuse frames without a valid CameraInfo of the same size"
+        )
+        self.instruction = declare(
+            self, "instruction", "", "instruction used when the goal and topic give none"
+        )
+        self.base_frame = declare(self, "base_frame", "base", "frame of the actions (the robot base)")
+
+        if policy is None:
+            path = Path(checkpoint) if checkpoint else package_share() / "checkpoints" / "tiny"
+            torch_device = None if device == "auto" else device
+            policy = Policy.from_checkpoint(path, device=torch_device)  # CheckpointError says what is wrong
+        self.policy = policy
+        self.get_logger().info(
+            f"PixelVLA from {policy.checkpoint} on {policy.device}: chunks of {policy.chunk_size} x "
+            f"{policy.chunk_times()[1] - policy.chunk_times()[0]:.3f} s"
+        )
+
+        self.lock = threading.Lock()
+        self.new_frame = threading.Event()
+        self.frame: Image | None = None
+        self.frame_history: deque[tuple[float, int, int]] = deque()  # (stamp, width, height)
+        self.camera_info: CameraInfo | None = None
+        self.prompt: VisualPrompt | None = None
+        self.prompt_stamp = 0.0
+        self.tcp_position: tuple[float, np.ndarray] | None = None  # (stamp, (3,))
+        self.gripper: tuple[float, float] | None = None  # (stamp, closure)
+        self.topic_instruction = ""
+
+        self.task_active = False
+        self.task_instruction = ""
+        self.require_prompt = False
+        self.state = "idle"
+        self.published = self.refused = 0
+        self.latencies: deque[float] = deque(maxlen=200)  # model time, s
+        self.publish_times: deque[float] = deque(maxlen=50)
+        self.last_image_age = float("nan")
+
+        sensor = qos_profile_sensor_data
+        self.create_subscription(Image, "/camera/image_raw", self.on_image, sensor)
+        self.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, sensor)
+        self.create_subscription(VisualPromptMsg, "/pixelvla/prompt", self.on_prompt, 10)
+        self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, 10)
+        self.create_subscription(PoseStamped, "/pixelvla/tcp_pose", self.on_tcp_pose, 10)
+        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10)
+        self.pub_chunk = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", 10)
+        self.pub_twist = self.create_publisher(TwistStamped, "/pixelvla/twist", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self.publish_diagnostics)
+        ActionServer(
+            self,
+            RunTask,
+            "/pixelvla/run_task",
+            execute_callback=self.execute_task,
+            goal_callback=self.on_goal,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
+        self.running = True
+        self.thread = threading.Thread(target=self.inference_loop, name="pixelvla_inference", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def on_image(self, msg: Image) -> None:
+        stamp = stamp_to_sec(msg.header.stamp)
+        with self.lock:
+            self.frame = msg
+            self.frame_history.append((stamp, msg.width, msg.height))
+            while self.frame_history and self.frame_history[0][0] < stamp - FRAME_HISTORY_S:
+                self.frame_history.popleft()
+        self.new_frame.set()
+
+    def on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info = msg
+
+    def on_instruction(self, msg: String) -> None:
+        self.topic_instruction = msg.data
+
+    def on_tcp_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self.tcp_position = (stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
+
+    def on_joint_state(self, msg: JointState) -> None:
+        if "gripper" in msg.name and len(msg.position) == len(msg.name):
+            self.gripper = (stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")]))
+
+    def on_prompt(self, msg: VisualPromptMsg) -> None:
+        stamp = stamp_to_sec(msg.header.stamp)
+        try:
+            prompt = prompt_from_msg(msg)
+            with self.lock:
+                held = [(w, h) for s, w, h in self.frame_history if s == stamp]
+            if not held:
+                raise MessageError(
+                    f"prompt was drawn on the image of stamp {stamp:.3f}, which this node does not hold "
+                    f"(stale or unknown image; frames of the last {FRAME_HISTORY_S:.0f} s are held)"
+                )
+            if held[0] != (msg.image_width, msg.image_height):
+                raise MessageError(
+                    f"prompt is for a {msg.image_width}x{msg.image_height} image, the frame is {held[0]}"
+                )
+        except MessageError as e:
+            self.get_logger().error(f"visual prompt refused: {e}")
+            self.state = f"refusing: prompt: {e}"
+            return
+        with self.lock:
+            self.prompt, self.prompt_stamp = prompt, stamp
+        self.get_logger().info(f"visual prompt: {prompt.kind} on the image of {stamp:.3f}")
+
+    # ------------------------------------------------------------------------------------------ inference
+    def inference_loop(self) -> None:
+        while self.running and rclpy.ok():
+            if not self.new_frame.wait(timeout=0.1):
+                continue
+            self.new_frame.clear()
+            if not self.task_active:
+                continue
+            with self.lock:
+                frame, prompt = self.frame, self.prompt
+            try:
+                reason = self.act_on(frame, prompt)
+            except Exception as e:  # noqa: BLE001 - the thread must outlive any one frame; no chunk = no motion
+                if not rclpy.ok():
+                    break  # shutting down: publishers are gone
+                reason = f"refusing: {type(e).__name__}: {e}"
+            if reason:
+                self.refused += 1
+                if reason != self.state:
+                    self.get_logger().warning(f"no chunk: {reason}")
+                self.state = reason
+            else:
+                self.state = "running"
+
+    def act_on(self, frame: Image, prompt: VisualPrompt | None) -> str:
+        """Publish one chunk from `frame`; returns "" or why nothing was published."""
+        stamp = stamp_to_sec(frame.header.stamp)
+        self.last_image_age = age = self.now() - stamp
+        if age > self.max_image_age:
+            return f"refusing: stale image ({age:.3f} s old, max {self.max_image_age} s)"
+        try:
+            check_image(frame)
+            if self.require_camera_info:
+                self.check_camera_info(frame)
+            rgb = image_to_rgb(frame)
+        except MessageError as e:
+            return f"refusing: {e}"
+        if self.require_prompt and prompt is None:
+            return "waiting for prompt"
+        proprio = None
+        if self.policy.proprio_dim:
+            proprio, why = self.proprio_at(stamp)
+            if proprio is None:
+                return f"refusing: {why}"
+        instruction = self.task_instruction or self.topic_instruction or self.instruction or None
+        result = self.policy.predict_chunk(rgb, instruction, [prompt] if prompt else [], None, proprio)
+        if not result.valid:
+            return f"refusing: policy: {result.reason}"
+        now_msg = self.get_clock().now().to_msg()
+        self.pub_chunk.publish(
+            chunk_to_msg(
+                result.actions, frame.header.stamp, result.dt, self.base_frame, now_msg, result.total_s
+            )
+        )
+        twist = TwistStamped()
+        twist.header.stamp, twist.header.frame_id = now_msg, self.base_frame
+        v, w = result.actions[0, 0:3] / result.dt, result.actions[0, 3:6] / result.dt
+        twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(x) for x in v)
+        twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(x) for x in w)
+        self.pub_twist.publish(twist)
+        self.published += 1
+        self.latencies.append(result.latency_s)
+        self.publish_times.append(time.monotonic())
+        return ""
+
+    def check_camera_info(self, frame: Image) -> None:
+        info = self.camera_info
+        if info is None:
+            raise MessageError("no CameraInfo received yet")
+        camera_info_to_model(info)  # zero focal length, bad matrices
+        if (info.width, info.height) != (frame.width, frame.height):
+            raise MessageError(
+                f"CameraInfo is {info.width}x{info.height}, the image {frame.width}x{frame.height}"
+            )
+
+    def proprio_at(self, stamp: float) -> tuple[np.ndarray | None, str]:
+        tcp, gripper = self.tcp_position, self.gripper
+        if tcp is None or gripper is None:
+            return None, "no arm state yet (/pixelvla/tcp_pose and the gripper joint of /joint_states)"
+        skew = max(abs(tcp[0] - stamp), abs(gripper[0] - stamp))
+        if skew > self.max_state_skew:
+            return None, f"arm state is {skew:.3f} s away from the image (max {self.max_state_skew} s)"
+        return state_proprio(tcp[1], gripper[1]), ""
+
+    # ------------------------------------------------------------------------------------------ task action
+    def on_goal(self, _goal: RunTask.Goal) -> GoalResponse:
+        if self.task_active:
+            self.get_logger().warn("RunTask goal rejected: a task is already running (cancel it first)")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def execute_task(self, goal_handle) -> RunTask.Result:  # noqa: ANN001 - rclpy ServerGoalHandle
+        goal = goal_handle.request
+        self.task_instruction, self.require_prompt = goal.instruction, goal.require_prompt
+        self.published = self.refused = 0
+        self.state = "waiting for image"
+        self.task_active = True
+        self.get_logger().info(f"task started: {goal.instruction!r} (prompt required: {goal.require_prompt})")
+        start = time.monotonic()
+        result = RunTask.Result()
+        try:
+            while rclpy.ok():
+                elapsed = time.monotonic() - start
+                if goal_handle.is_cancel_requested:
+                    result.reason = "cancelled"
+                    goal_handle.canceled()
+                    break
+                if goal.timeout_s > 0 and elapsed > goal.timeout_s:
+                    result.reason = "timeout"
+                    goal_handle.abort()
+                    break
+                feedback = RunTask.Feedback(
+                    elapsed_s=elapsed,
+                    chunks_published=self.published,
+                    chunks_refused=self.refused,
+                    state=self.state,
+                    last_model_latency_s=self.latencies[-1] if self.latencies else 0.0,
+                )
+                goal_handle.publish_feedback(feedback)
+                time.sleep(0.2)
+        finally:
+            self.task_active = False
+            with self.lock:
+                self.prompt = None  # a prompt belongs to one task
+            self.state = "idle"
+        result.chunks_published, result.chunks_refused = self.published, self.refused
+        self.get_logger().info(
+            f"task ended ({result.reason}): {self.published} chunks, {self.refused} refused"
+        )
+        return result
+
+    # ------------------------------------------------------------------------------------------ status
+    def publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name="pixelvla_ros: policy_node", hardware_id=str(self.policy.device))
+        state = self.state
+        if state.startswith("refusing"):
+            status.level = DiagnosticStatus.ERROR
+        elif state in ("running", "idle"):
+            status.level = DiagnosticStatus.OK
+        else:
+            status.level = DiagnosticStatus.WARN
+        status.message = state
+        lat = np.array(self.latencies) * 1e3
+        times = np.array(self.publish_times)
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        prompt = self.prompt
+        status.values = [
+            KeyValue(key="model_latency_median_ms", value=f"{np.median(lat):.1f}" if len(lat) else "n/a"),
+            KeyValue(
+                key="model_latency_p99_ms", value=f"{np.percentile(lat, 99):.1f}" if len(lat) else "n/a"
+            ),
+            KeyValue(key="chunk_rate_hz", value=f"{rate:.2f}"),
+            KeyValue(key="image_age_s", value=f"{self.last_image_age:.3f}"),
+            KeyValue(key="active_prompt", value=", ".join(describe_prompts([prompt])) if prompt else "none"),
+            KeyValue(key="task_active", value=str(self.task_active)),
+            KeyValue(key="chunks_published", value=str(self.published)),
+            KeyValue(key="chunks_refused", value=str(self.refused)),
+            KeyValue(key="checkpoint", value=str(self.policy.checkpoint)),
+        ]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def destroy_node(self) -> None:
+        self.running = False
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except Exception as e:  # noqa: BLE001 - e.g. CheckpointError: say what is wrong and stop
+        print(f"policy_node: cannot start: {type(e).__name__}: {e}")
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

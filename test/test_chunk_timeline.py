@@ -1,0 +1,72 @@
+"""ChunkTimeline: which action covers a time, dropping the past, newest chunk wins; TCP waypoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk
+from pixelvla_ros.safety import UnsafeChunkError
+from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
+
+
+def chunk(t0: float, n: int = 4, dx: float = 0.01, gripper: float = 0.0, dt: float = 0.1) -> TimedChunk:
+    a = np.zeros((n, 7))
+    a[:, 0] = dx
+    a[:, 6] = gripper
+    a[:, 1] = np.arange(n) * 1e-3  # step index, to tell steps apart
+    return TimedChunk(t0, dt, a)
+
+
+def test_action_covering_a_time_and_past_dropped() -> None:
+    tl = ChunkTimeline()
+    tl.add(chunk(10.0))
+    assert tl.action_at(9.99) is None  # before the image: nothing
+    assert tl.action_at(10.0)[1] == pytest.approx(0.0)
+    assert tl.action_at(10.25)[1] == pytest.approx(2e-3)
+    assert tl.action_at(10.4) is None  # the interval [t0, t0 + 4 dt) has passed
+    assert tl.newest() is None  # and the chunk is gone
+
+
+def test_newest_chunk_wins_where_chunks_overlap() -> None:
+    tl = ChunkTimeline()
+    tl.add(chunk(10.0, dx=0.01))
+    tl.add(chunk(10.1, dx=0.02))
+    assert tl.action_at(10.05)[0] == pytest.approx(0.01)  # only the old chunk covers 10.05
+    assert tl.action_at(10.15)[0] == pytest.approx(0.02)
+    assert tl.action_at(10.15)[1] == pytest.approx(0.0)  # step 0 of the newer chunk
+
+
+def test_refuses_unsafe_and_out_of_order_chunks() -> None:
+    tl = ChunkTimeline()
+    bad = chunk(10.0).actions.copy()
+    bad[2, 0] = np.nan
+    with pytest.raises(UnsafeChunkError, match="step 2"):
+        tl.add(TimedChunk(10.0, 0.1, bad))
+    far = chunk(10.0, dx=0.5)
+    with pytest.raises(UnsafeChunkError, match="translates"):
+        tl.add(far)
+    tl.add(chunk(11.0))
+    with pytest.raises(ValueError, match="older"):
+        tl.add(chunk(10.5))
+    with pytest.raises(ValueError, match="dt > 0"):
+        TimedChunk(1.0, 0.0, np.zeros((2, 7)))
+
+
+def test_waypoints_integrate_deltas_and_interpolate() -> None:
+    a = np.zeros((4, 7))
+    a[:, 0] = 0.01
+    a[:, 5] = 0.1  # yaw 0.1 rad per step about the base z axis
+    a[2:, 6] = 1.0
+    tl = ChunkTimeline()
+    tl.add(TimedChunk(5.0, 0.1, a))
+    R0 = rotvec_to_matrix(np.array([np.pi, 0.0, 0.0]))  # tool pointing down
+    wp = tl.waypoints(np.array([0.5, 0.0, 0.3]), R0, 0.0)
+    pos, R, grip = wp.sample(5.4)
+    assert pos == pytest.approx([0.54, 0.0, 0.3])
+    assert matrix_to_rotvec(R @ R0.T) == pytest.approx([0, 0, 0.4], abs=1e-9)  # base-frame increments
+    assert grip == 1.0
+    pos, R, _ = wp.sample(5.05)  # half-way through step 0
+    assert pos == pytest.approx([0.505, 0.0, 0.3])
+    assert matrix_to_rotvec(R @ R0.T) == pytest.approx([0, 0, 0.05], abs=1e-9)
+    assert wp.sample(4.9) is None and wp.sample(5.5) is None

@@ -1,0 +1,240 @@
+"""The policy node over real DDS: chunks from good frames, and for every bad input no chunk, a reason in the
+status, and recovery when good input returns."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from pixelvla_ros.action import RunTask
+from pixelvla_ros.msg import ActionChunk
+from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+
+from pixelvla_ros.camera import CameraModel
+from pixelvla_ros.model import build_model, save_checkpoint
+from pixelvla_ros.model.testing import make_preprocessor, micro_config
+from pixelvla_ros.nodes.conversions import model_to_camera_info, prompt_to_msg, rgb_to_image, sec_to_stamp
+from pixelvla_ros.nodes.policy_node import PolicyNode
+from pixelvla_ros.policy import Policy
+from pixelvla_ros.prompts import VisualPrompt
+
+W = H = 64
+CAMERA = CameraModel.from_fovy(W, H, 45.0, np.eye(4), frame_id="camera_optical_frame")
+
+
+class Rig(Node):
+    """Camera, arm state and a user, publishing to the node under test and recording what it says."""
+
+    def __init__(self) -> None:
+        super().__init__("policy_node_test_rig")
+        self.image = self.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
+        self.info = self.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
+        self.pose = self.create_publisher(PoseStamped, "/pixelvla/tcp_pose", 10)
+        self.joints = self.create_publisher(JointState, "/joint_states", 10)
+        self.prompt = self.create_publisher(VisualPromptMsg, "/pixelvla/prompt", 10)
+        self.chunks: list[ActionChunk] = []
+        self.status: dict[str, tuple[int, str]] = {}
+        self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.chunks.append, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diag, 10)
+        self.run_task = ActionClient(self, RunTask, "/pixelvla/run_task")
+        self.rng = np.random.default_rng(0)
+
+    def on_diag(self, msg: DiagnosticArray) -> None:
+        for s in msg.status:
+            self.status[s.name] = (
+                int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else s.level,
+                s.message,
+            )
+
+    def now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def frame(self, age: float = 0.0, info: CameraInfo | None = None, image: Image | None = None) -> float:
+        """Publish arm state, CameraInfo and an image stamped `age` s ago; returns the stamp."""
+        t = self.now() - age
+        stamp = sec_to_stamp(t)
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, "base"
+        pose.pose.position.x, pose.pose.position.z = 0.5, 0.3
+        self.pose.publish(pose)
+        joints = JointState(name=["gripper"], position=[0.0])
+        joints.header.stamp = stamp
+        self.joints.publish(joints)
+        self.info.publish(info or model_to_camera_info(CAMERA, stamp))
+        if image is None:
+            image = rgb_to_image(self.rng.integers(0, 255, (H, W, 3), dtype=np.uint8), stamp, CAMERA.frame_id)
+        image.header.stamp = stamp
+        self.image.publish(image)
+        return t
+
+
+def wait(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PolicyNode, Rig]]:
+    import os
+    import random
+
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(101, 200))  # this module's own DDS domain
+    torch.manual_seed(0)
+    cfg = micro_config(proprio_dim=4)
+    path = save_checkpoint(
+        build_model(cfg, device="cpu", load_pretrained=False),
+        make_preprocessor(cfg),
+        tmp_path_factory.mktemp("c"),
+    )
+    rclpy.init()
+    node = PolicyNode(policy=Policy.from_checkpoint(path, device="cpu"))
+    rig = Rig()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    executor.add_node(rig)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    assert rig.run_task.wait_for_server(timeout_sec=20)
+    goal = rig.run_task.send_goal_async(RunTask.Goal(instruction="pick up the cube", timeout_s=0.0))
+    assert wait(goal.done)
+    handle = goal.result()
+    assert handle.accepted
+    assert wait(lambda: node.task_active)
+    yield node, rig
+    handle.cancel_goal_async()
+    wait(lambda: not node.task_active)
+    executor.shutdown()
+    node.destroy_node()
+    rig.destroy_node()
+    rclpy.try_shutdown()
+
+
+def chunk_for(rig: Rig, stamp: float, timeout: float = 5.0) -> bool:
+    return wait(
+        lambda: any(
+            abs(c.source_image_stamp.sec + c.source_image_stamp.nanosec * 1e-9 - stamp) < 1e-6
+            for c in rig.chunks
+        ),
+        timeout,
+    )
+
+
+def refused_with(node: PolicyNode, text: str, timeout: float = 5.0) -> bool:
+    return wait(lambda: text in node.state, timeout)
+
+
+def test_good_frame_gives_a_chunk_for_its_stamp(stack) -> None:
+    node, rig = stack
+    t = rig.frame()
+    assert chunk_for(rig, t)
+    chunk = next(
+        c
+        for c in rig.chunks
+        if abs(c.source_image_stamp.sec + c.source_image_stamp.nanosec * 1e-9 - t) < 1e-6
+    )
+    assert len(chunk.translation) == node.policy.chunk_size and chunk.dt == pytest.approx(0.1)
+    assert chunk.header.frame_id == "base" and chunk.model_latency > 0
+    assert wait(lambda: rig.status.get("pixelvla_ros: policy_node", (None, ""))[1] == "running")
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("stale", "stale image"),
+        ("encoding", "encoding 'yuv422'"),
+        ("step", "bytes, expected step x height"),
+        ("empty", "image is empty"),
+        ("zero_focal", "focal lengths must be positive"),
+    ],
+)
+def test_bad_frames_give_no_chunk_and_recover(stack, bad: str, reason: str) -> None:
+    node, rig = stack
+    image = info = None
+    age = 0.0
+    stamp = sec_to_stamp(rig.now())
+    good = rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id)
+    if bad == "stale":
+        age = 2.0
+    elif bad == "encoding":
+        image, image.encoding = good, "yuv422"
+    elif bad == "step":
+        image, image.data = good, bytes(good.data)[:-7]
+    elif bad == "empty":
+        image = Image(encoding="rgb8", height=0, width=0, step=0)
+    elif bad == "zero_focal":
+        info = model_to_camera_info(CAMERA, stamp)
+        info.k = [0.0] * 9
+    before = len(rig.chunks)
+    t = rig.frame(age=age, info=info, image=image)
+    assert refused_with(node, reason), node.state
+    assert not chunk_for(rig, t, timeout=0.5)
+    assert len(rig.chunks) == before
+    status = lambda: rig.status.get("pixelvla_ros: policy_node", (0, ""))  # noqa: E731
+    assert wait(lambda: status()[0] == 2 and reason in status()[1]), status()  # ERROR with the reason
+    assert chunk_for(rig, rig.frame())  # good input again: the node recovers
+
+
+@pytest.mark.parametrize("failure", ["raises", "nan"])
+def test_failing_policy_gives_no_chunk_and_recovers(
+    stack, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    node, rig = stack
+    real = node.policy.model.predict
+
+    def broken(inputs):  # noqa: ANN001, ANN202
+        if failure == "raises":
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return torch.full_like(real(inputs), float("nan"))
+
+    monkeypatch.setattr(node.policy.model, "predict", broken)
+    before = len(rig.chunks)
+    t = rig.frame()
+    assert refused_with(node, "CUDA error" if failure == "raises" else "NaN"), node.state
+    assert not chunk_for(rig, t, timeout=0.3) and len(rig.chunks) == before
+    monkeypatch.setattr(node.policy.model, "predict", real)
+    assert chunk_for(rig, rig.frame())
+
+
+def test_prompts_for_unknown_images_are_refused_and_held_ones_used(stack) -> None:
+    node, rig = stack
+    stale = sec_to_stamp(rig.now() - 120.0)
+    rig.prompt.publish(prompt_to_msg(VisualPrompt.point([[10.0, 20.0]]), stale, CAMERA.frame_id, W, H))
+    assert refused_with(node, "does not hold")
+    assert node.prompt is None
+    t = rig.frame()
+    assert chunk_for(rig, t)
+    rig.prompt.publish(
+        prompt_to_msg(VisualPrompt.point([[10.0, 20.0]]), sec_to_stamp(t), CAMERA.frame_id, W, H)
+    )
+    assert wait(lambda: node.prompt is not None)
+    assert chunk_for(rig, rig.frame())
+
+
+def test_stale_arm_state_gives_no_chunk(stack) -> None:
+    node, rig = stack
+    pose = PoseStamped()
+    pose.header.stamp = sec_to_stamp(rig.now() - 5.0)
+    stamp = sec_to_stamp(rig.now())
+    rig.pose.publish(pose)
+    time.sleep(0.2)
+    image = rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id)
+    rig.info.publish(model_to_camera_info(CAMERA, stamp))
+    rig.image.publish(image)
+    assert refused_with(node, "arm state is")
+    assert chunk_for(rig, rig.frame())

@@ -79,7 +79,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     time_budget_min: float | None = None  # stop (with a checkpoint) after this many minutes
-    distributed: str = "ddp"  # under torchrun: ddp or fsdp
+    # Under torchrun: "ddp" replicates the model on every rank; "fsdp" shards parameters, gradients and
+    # optimizer state between the ranks (FSDP2; for models that do not fit one device, e.g. the 7b preset).
+    distributed: str = "ddp"
 
     def __post_init__(self) -> None:
         checks = [
@@ -104,6 +106,13 @@ class TrainConfig:
                 raise TrainConfigError(f"{message} (config: {self.short()})")
         if self.init_checkpoint is not None and not Path(self.init_checkpoint).is_dir():
             raise TrainConfigError(f"init_checkpoint: {self.init_checkpoint} is not a folder")
+        for key, value in self.model_overrides.items():  # the 7b preset's pretrained component folders
+            if key.endswith("_path") and value is not None and not Path(value).is_dir():
+                raise TrainConfigError(
+                    f"model_overrides.{key}: {value} is not a folder (a local Hugging Face model folder, "
+                    f"config.json + weights; nothing is downloaded): set it in the config or with "
+                    f"--set model_overrides.{key}=DIR"
+                )
 
     def short(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
     train --config config/train_tiny.yaml [--max-steps N] [--time-budget-min M] [--resume auto|DIR]
     torchrun --nproc-per-node 2 -m pixelvla_ros.learning.training.train --config ...   (DDP)
+    the same under torchrun with `distributed: fsdp` in the config: FSDP2 (parameters sharded between ranks)
 
 Writes OUTPUT/checkpoints/step_XXXXXXX/ (a loadable model checkpoint + trainer_state.pt, each folder
 written under a temporary name and renamed), OUTPUT/model/ (the final model), OUTPUT/metrics.jsonl,
@@ -11,6 +12,7 @@ OUTPUT/tensorboard/. Exit codes: 0 done, 2 bad configuration or data, 3 non-fini
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -24,15 +26,27 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
 from pixelvla_ros.action_space import ActionSpace
 from pixelvla_ros.model import (
     CheckpointError,
+    ModelInputs,
+    PixelVLA,
+    add_lora,
     apply_training_stage,
     autocast_context,
     build_model,
     default_device,
+    has_lora,
     load_checkpoint,
     preset,
     save_checkpoint,
@@ -44,6 +58,9 @@ from .config import TrainConfig, TrainConfigError, load_config
 from .data import Example, batches, count_episodes
 
 TRAINER_STATE = "trainer_state.pt"
+# Gathered state under FSDP: every tensor whole and on the CPU, on rank 0 only (the others get {}), so a
+# checkpoint has the same format as one written by DDP or a single process.
+FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,12 +81,46 @@ def dataset_statistics(root: str) -> tuple[NormStats, NormStats | None]:
     ) if proprio else None
 
 
+def shard_model(model: PixelVLA, device: torch.device) -> None:
+    """FSDP2 in place: one unit per transformer block (vision towers and LLM), then the root unit holding
+    the rest (embeddings, projector, encoders, action head). Parameters of one unit may mix frozen and
+    trainable ones (LoRA next to its frozen base weight): FSDP2 shards per parameter and keeps requires_grad.
+    On CUDA the units compute in bf16 and reduce gradients in fp32; on the CPU everything stays fp32."""
+    from transformers.modeling_layers import GradientCheckpointingLayer  # every HF decoder / encoder block
+
+    block, root = MixedPrecisionPolicy(), MixedPrecisionPolicy()
+    if device.type == "cuda":
+        block = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        # The root's inputs are the batch: targets, prompt coordinates and proprio must stay fp32 (bf16 keeps
+        # 8 bits of mantissa: a point's coordinate would move by up to a pixel at 224 px).
+        root = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
+        )
+    for module in [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]:
+        fully_shard(module, mp_policy=block)
+    fully_shard(model, mp_policy=root)
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: str | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: str | None = None,
+        progress: bool = True,
+        device: torch.device | None = None,
+    ) -> None:
+        """device: default CUDA when present, else the CPU (under torchrun on CUDA: the local rank's GPU)."""
         self.cfg, self.progress = cfg, progress
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         self.output = Path(cfg.output_dir)
-        self.device = default_device()
+        self.device = device or default_device()
+        self.fsdp = cfg.distributed == "fsdp"
+        if self.fsdp and self.world == 1:
+            raise TrainConfigError(
+                "distributed: fsdp shards the model between torchrun processes, and this is a single "
+                "process (WORLD_SIZE=1): run it under torchrun --nproc-per-node N with N >= 2, or set "
+                "distributed: ddp"
+            )
         if self.world > 1 and not dist.is_initialized():
             local = int(os.environ.get("LOCAL_RANK", 0))
             if self.device.type == "cuda":
@@ -98,14 +149,21 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = build_model(model_cfg, device=self.device)
         self.trainable = apply_training_stage(self.model, cfg.stage)
+        if self.fsdp:
+            # DDP starts every rank from rank 0's weights (it broadcasts them); FSDP does not, so do it here.
+            with torch.no_grad():
+                for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
+                    dist.broadcast(tensor, 0)
+            shard_model(self.model, self.device)  # before the optimizer: it must hold the sharded parameters
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         if resume_dir is not None:
             self._load_trainer_state(resume_dir)
-        self.ddp = (
+        # fully_shard changed self.model in place; DDP wraps it. `wrapped` is what the loop calls.
+        self.wrapped = (
             torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
-            if self.world > 1
+            if self.world > 1 and not self.fsdp
             else self.model
         )
 
@@ -148,14 +206,38 @@ class Trainer:
             )
 
     def _load_trainer_state(self, path: Path) -> None:
-        state = torch.load(path / TRAINER_STATE, weights_only=False)
+        # Under FSDP every rank reads the whole optimizer state and keeps its shard: memory-mapped, the ranks
+        # share the file's pages instead of each holding a copy.
+        state = torch.load(path / TRAINER_STATE, weights_only=False, mmap=self.fsdp)
         if state["train_config"]["data"]["prompt_modes"] != self.cfg.to_dict()["data"]["prompt_modes"]:
             raise TrainConfigError(f"--resume {path}: it was trained with other prompt modes")
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved_mode = state["train_config"].get("distributed", "ddp")
+        if saved_mode != self.cfg.distributed:
+            # FSDP saves the optimizer state by parameter name, DDP by parameter index
+            raise TrainConfigError(
+                f"--resume {path}: it was trained with distributed: {saved_mode}, this config says "
+                f"{self.cfg.distributed}; resume with --set distributed={saved_mode}"
+            )
+        if self.fsdp:
+            set_optimizer_state_dict(
+                self.model, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+            )
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.consumed = state["step"], state["epoch"], state["consumed"]
         torch.set_rng_state(state["torch_rng"][self.rank])  # dropout; data order is seeded by (seed, epoch)
         print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, {self.consumed} examples in)")
+
+    def _unsharded_twin(self, state: dict[str, torch.Tensor]) -> PixelVLA:
+        """Rank 0's whole-model view of the gathered FSDP weights, for save_checkpoint. Built on the meta
+        device and given the gathered tensors themselves, it costs no memory beyond them."""
+        with torch.device("meta"):
+            twin = PixelVLA(self.model.cfg, load_pretrained=False)
+            if has_lora(self.model):
+                add_lora(twin, self.model.cfg.lora)
+        twin.load_state_dict(state, strict=True, assign=True)
+        return twin
 
     def save(self, final: bool = False) -> Path | None:
         """Write checkpoints/step_N atomically (rank 0); with final=True also OUTPUT/model."""
@@ -164,15 +246,21 @@ class Trainer:
             gathered = [None] * self.world
             dist.all_gather_object(gathered, torch.get_rng_state())
             torch_rng = gathered
+        model, optimizer_state = self.model, None
+        if self.fsdp:  # collectives: every rank takes part, rank 0 receives the whole tensors
+            model_state = get_model_state_dict(self.model, options=FULL_ON_RANK0)
+            optimizer_state = get_optimizer_state_dict(self.model, self.optimizer, options=FULL_ON_RANK0)
+            if self.rank == 0:
+                model = self._unsharded_twin(model_state)
         if self.rank != 0:
             return None
         target = self.output / "checkpoints" / f"step_{self.step:07d}"
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         extra = {"train_config": self.cfg.to_dict(), "step": self.step}
-        save_checkpoint(self.model, self.pre, tmp, extra=extra)
+        save_checkpoint(model, self.pre, tmp, extra=extra)
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state if self.fsdp else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
@@ -189,31 +277,59 @@ class Trainer:
             model_dir = self.output / "model"
             tmp_model = model_dir.with_name("model.tmp")
             shutil.rmtree(tmp_model, ignore_errors=True)
-            save_checkpoint(self.model, self.pre, tmp_model, extra=extra)
+            save_checkpoint(model, self.pre, tmp_model, extra=extra)
             shutil.rmtree(model_dir, ignore_errors=True)
             tmp_model.rename(model_dir)
         return target
 
     # --- the loop ------------------------------------------------------------------------------------
-    def _loss(self, examples: list[Example]) -> torch.Tensor:
+    # collate, forward_loss and optimizer_step are the parts of a step, public for the throughput benchmark
+    def collate(self, examples: list[Example]) -> tuple[ModelInputs, torch.Tensor]:
+        """Examples -> (model inputs, normalized target chunks (B, N_c, 7)) on the training device."""
         inputs = self.pre.batch([e.inputs for e in examples]).to(self.device)
         targets = np.stack([self.pre.normalize_actions(e.actions) for e in examples])
+        return inputs, torch.from_numpy(targets).to(self.device)
+
+    def forward_loss(self, inputs: ModelInputs, targets: torch.Tensor) -> torch.Tensor:
         with autocast_context(self.device):
-            out = self.ddp(inputs, torch.from_numpy(targets).to(self.device))
-        return out.loss
+            return self.wrapped(inputs, targets).loss
+
+    def optimizer_step(self) -> float:
+        """Clip the gradients, step the optimizer and the schedule, clear the gradients; returns the norm
+        before clipping."""
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(grad_norm, DTensor):  # FSDP: the norm over all shards, replicated on every rank
+            grad_norm = grad_norm.full_tensor()
+        return float(grad_norm)
+
+    def _loss(self, examples: list[Example]) -> torch.Tensor:
+        return self.forward_loss(*self.collate(examples))
 
     def _check_replicas(self) -> None:
-        """Under DDP every rank must end with the same weights: compare checksums, write ranks.json."""
+        """Under DDP every rank must end with the same weights: compare checksums, write ranks.json. Under
+        FSDP each rank holds a shard; the checksum is the whole model's (the sum over the shards)."""
         if self.world == 1:
             return
-        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+        if self.fsdp:
+            local = torch.tensor(
+                [sum(float(p.detach().to_local().double().sum()) for p in self.model.parameters())],
+                dtype=torch.float64,
+                device=self.device,
+            )
+            dist.all_reduce(local)
+            checksum = float(local.item())
+        else:
+            checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
         records = [None] * self.world
         dist.all_gather_object(
             records, {"rank": self.rank, "param_checksum": checksum, "first_examples": self.seen}
         )
         if self.rank == 0:
             (self.output / "ranks.json").write_text(json.dumps(records, indent=2))
-            if len({r["param_checksum"] for r in records}) != 1:
+            if not self.fsdp and len({r["param_checksum"] for r in records}) != 1:
                 raise RuntimeError(f"DDP replicas diverged: {records}")
 
     def train(self) -> int:
@@ -231,7 +347,7 @@ class Trainer:
         started = time.monotonic()
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.progress or self.rank != 0,
                    unit="step", dynamic_ncols=True)  # fmt: skip
-        self.ddp.train()
+        self.wrapped.train()
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             total, keys = 0.0, []
@@ -249,15 +365,12 @@ class Trainer:
                     )
                 (loss / cfg.grad_accum_steps).backward()
                 total += loss.item() / cfg.grad_accum_steps
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = self.optimizer_step()
             self.step += 1
             rate = cfg.batch_size * cfg.grad_accum_steps * self.world / (time.perf_counter() - t0)
             if self.rank == 0:
                 lr = self.scheduler.get_last_lr()[0]
-                record = {"step": self.step, "loss": total, "lr": lr, "grad_norm": float(grad_norm),
+                record = {"step": self.step, "loss": total, "lr": lr, "grad_norm": grad_norm,
                           "samples_per_s": rate, "epoch": self.epoch}  # fmt: skip
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()

@@ -8,7 +8,7 @@ policy node and watches the simulator until the object is picked or the time lim
 OUT/demo.gif (the overlay: camera image, prompt, commanded motion) and OUT/overlay_*.png, prints the
 outcome, exits 0 on success.
 
-    demo [--episode 0] [--family pick_prompted] [--out runs/demo] [--timeout 40] [--checkpoint DIR]
+    demo [--episode N] [--family pick_prompted] [--out runs/demo] [--timeout 40] [--checkpoint DIR]
 """
 
 from __future__ import annotations
@@ -42,27 +42,28 @@ from pixelvla_ros.nodes.params import package_share
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines of a long-running command
 
-NODES = ("sim_driver", "prompt_node", "policy_node")
+
+# An eval-split pick_prompted scene (held out from training) with two look-alikes: only the click names the
+# target. test/test_sim_stack.py checks the scene.
+DEFAULT_EPISODE = 6
 
 
-def start_nodes(family: str, episode: int, checkpoint: str, log_dir: Path) -> list[subprocess.Popen]:
-    """The nodes of launch/sim.launch.py with the same parameter files, one process each."""
+def sim_stack(family: str, episode: int, checkpoint: str) -> list[tuple[str, list[str]]]:
+    """launch/sim.launch.py's nodes and their arguments beyond config/<node>.yaml."""
+    return [
+        ("sim_driver", ["-p", f"family:={family}", "-p", f"episode:={episode}"]),
+        ("prompt_node", []),
+        ("policy_node", ["-p", f"checkpoint:={checkpoint}"] if checkpoint else []),
+    ]
+
+
+def start_nodes(stack: list[tuple[str, list[str]]], log_dir: Path) -> list[subprocess.Popen]:
+    """One process per node, each with its config/<node>.yaml then `extra` ROS arguments, as launch does."""
     share = package_share()
     lib = share.parent.parent / "lib" / "pixelvla_ros"
-    extra = {
-        "sim_driver": ["-p", f"family:={family}", "-p", f"episode:={episode}"],
-        "policy_node": ["-p", f"checkpoint:={checkpoint}"] if checkpoint else [],
-        "prompt_node": [],
-    }
     procs = []
-    for name in NODES:
-        cmd = [
-            str(lib / name),
-            "--ros-args",
-            "--params-file",
-            str(share / "config" / f"{name}.yaml"),
-            *extra[name],
-        ]
+    for name, extra in stack:
+        cmd = [str(lib / name), "--ros-args", "--params-file", str(share / "config" / f"{name}.yaml"), *extra]
         log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--family", default="pick_prompted")
-    parser.add_argument("--episode", type=int, default=0, help="eval-split scene (held out from training)")
+    parser.add_argument("--episode", type=int, default=DEFAULT_EPISODE, help="eval-split scene index")
     parser.add_argument("--checkpoint", default="", help="default: the packaged tiny checkpoint")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--timeout", type=float, default=40.0, help="s for the task")
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    procs = start_nodes(args.family, args.episode, args.checkpoint, out)
+    stack = sim_stack(args.family, args.episode, args.checkpoint)
+    procs = start_nodes(stack, out)
     rclpy.init()
     user = DemoUser()
     executor = MultiThreadedExecutor(num_threads=2)
@@ -193,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
     dead = [
         f"{name} exited with {p.returncode}"
-        for name, p in zip(NODES, procs, strict=True)
-        if p.returncode not in (0, -2, None)
+        for (name, _), p in zip(stack, procs, strict=True)
+        if p.returncode not in (0, -2, -15, None)  # exit codes of SIGINT/SIGTERM are a clean stop
     ]
     frames = list(user.overlays)
     if frames:
         iio.imwrite(
             out / "demo.gif",
-            np.stack([np.kron(f, np.ones((3, 3, 1), np.uint8)) for f in frames]),
+            np.stack(frames),  # the overlay is already enlarged for viewing
             duration=100,
             loop=0,
         )

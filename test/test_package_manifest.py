@@ -51,6 +51,7 @@ IMPORT_TO_REQUIREMENT = {
 ROS_IMPORTS = {
     "rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "visualization_msgs", "diagnostic_msgs",
     "builtin_interfaces", "launch", "launch_ros", "rosidl_runtime_py", "ament_index_python",
+    "std_srvs", "action_msgs", "rcl_interfaces", "cv_bridge", "tf2_ros",
 }  # fmt: skip
 # Imports only the tests or optional back-ends use, each checked where it is used.
 OPTIONAL_IMPORTS = {"tensorrt", "onnxruntime", "onnx"}

@@ -25,7 +25,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from pixelvla_ros.action import RunTask
-from pixelvla_ros.demo import start_nodes, stop_nodes
+from pixelvla_ros.demo import sim_stack, start_nodes, stop_nodes
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.nodes.conversions import stamp_to_sec
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logs = Path(tempfile.mkdtemp(prefix="pixelvla_latency_"))
-    procs = start_nodes("pick_named", 0, args.checkpoint, logs)
+    procs = start_nodes(sim_stack("pick_named", 0, args.checkpoint), logs)
     rclpy.init()
     bench = ChunkClock()
     executor = MultiThreadedExecutor(num_threads=2)

@@ -16,7 +16,7 @@ setup:
 build: setup
 
 demo: setup
-	$(VENV)/lib/pixelvla_ros/render_episode --task pick_prompted --seed 0 --out runs/demo
+	$(VENV)/lib/pixelvla_ros/demo --out runs/demo
 
 test: setup lint
 	$(PY) -m pytest -q
@@ -32,6 +32,9 @@ format: setup
 bench: setup
 	$(PY) -m pixelvla_ros.bench.model_latency
 	$(PY) -m pixelvla_ros.bench.sim_speed
+	$(PY) -m pixelvla_ros.bench.train_throughput
+	$(PY) -m pixelvla_ros.bench.e2e_latency
+	$(PY) -m pixelvla_ros.bench.rtde_jitter
 
 clean:
 	rm -rf build install log

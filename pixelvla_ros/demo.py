@@ -5,10 +5,11 @@ checkpoint) as separate processes talking over DDS, then plays the user: reads t
 publishes a click on the target exactly as RViz's "Publish Point" tool does (geometry_msgs/PointStamped on
 /clicked_point, in the fixed frame), waits for the prompt node's VisualPrompt, sends a RunTask goal to the
 policy node and watches the simulator until the object is picked or the time limit passes. Writes
-OUT/demo.gif (the overlay: camera image, prompt, commanded motion) and OUT/overlay_*.png, prints the
-outcome, exits 0 on success.
+OUT/demo.gif (the overlay: camera image, prompt, commanded motion), OUT/overlay_*.png and OUT/result.json
+(outcome, clicked object, the TCP's closest approach to each object), prints the outcome, exits 0 on success.
 
     demo [--episode N] [--family pick_prompted] [--out runs/demo] [--timeout 40] [--checkpoint DIR]
+         [--click NAME]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -94,6 +95,8 @@ class DemoUser(Node):
         self.create_subscription(VisualPromptMsg, "/pixelvla/prompt", self.on_prompt, 10)
         self.create_subscription(Image, "/pixelvla/overlay", self.on_overlay, 10)
         self.create_subscription(Image, "/camera/image_raw", self.on_image, qos_profile_sensor_data)
+        self.tcp: list[np.ndarray] = []  # measured TCP positions, base frame
+        self.create_subscription(PoseStamped, "/pixelvla/tcp_pose", self.on_tcp, 10)
         self.clicks = self.create_publisher(PointStamped, "/clicked_point", 10)
         self.run_task = ActionClient(self, RunTask, "/pixelvla/run_task")
 
@@ -105,6 +108,10 @@ class DemoUser(Node):
 
     def on_overlay(self, msg: Image) -> None:
         self.overlays.append(image_to_rgb(msg))
+
+    def on_tcp(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        self.tcp.append(np.array([p.x, p.y, p.z]))
 
     def on_image(self, _msg: Image) -> None:
         self.images += 1
@@ -125,23 +132,27 @@ def wait_for(what: str, condition, timeout: float) -> None:  # noqa: ANN001 - a 
         time.sleep(0.05)
 
 
-def run_demo(user: DemoUser, timeout: float) -> tuple[bool, str]:
+def run_demo(user: DemoUser, timeout: float, click: str) -> tuple[bool, str, str]:
+    """Click `click` ("target": the task's target), run the task; (task success, message, clicked name)."""
     wait_for("the simulator's task (/sim/task)", lambda: user.task is not None, 60)
     wait_for("camera images (/camera/image_raw)", lambda: user.images > 3, 30)
     wait_for("the policy node's RunTask action", lambda: user.run_task.wait_for_server(timeout_sec=0.1), 120)
     task = user.task
     target = task["target"]
+    clicked = target if click == "target" else click
+    if clicked not in task["entities"]:
+        return False, f"no object {clicked!r} in the scene ({sorted(task['entities'])})", clicked
     print(f"scene: {task['family']} seed {task['seed']}, instruction {task['instruction']!r}")
-    print(f"clicking {target} at {task['entities'][target]} ({task['base_frame']} frame), as RViz does")
+    print(f"clicking {clicked} at {task['entities'][clicked]} ({task['base_frame']} frame), as RViz does")
     for _ in range(3):  # a click can land between discovery and the first match on a busy machine
-        user.click(task["entities"][target], task["base_frame"])
+        user.click(task["entities"][clicked], task["base_frame"])
         try:
             wait_for("the prompt node's VisualPrompt", lambda: user.prompt is not None, 5)
             break
         except TimeoutError:
             continue
     if user.prompt is None:
-        return False, "no VisualPrompt came back for the click (see prompt_node.log)"
+        return False, "no VisualPrompt came back for the click (see prompt_node.log)", clicked
     print(f"prompt: pixel ({user.prompt.u[0]:.1f}, {user.prompt.v[0]:.1f}) of the image of the click")
 
     goal = RunTask.Goal(instruction=task["instruction"], timeout_s=float(timeout), require_prompt=True)
@@ -149,7 +160,7 @@ def run_demo(user: DemoUser, timeout: float) -> tuple[bool, str]:
     wait_for("the goal to be accepted", future.done, 10)
     handle = future.result()
     if not handle.accepted:
-        return False, "the policy node rejected the RunTask goal"
+        return False, "the policy node rejected the RunTask goal", clicked
     result = handle.get_result_async()
     start = time.monotonic()
     while not user.task["success"] and not result.done():
@@ -158,8 +169,22 @@ def run_demo(user: DemoUser, timeout: float) -> tuple[bool, str]:
     if user.task["success"]:
         handle.cancel_goal_async()
         wait_for("the task to end", result.done, 10)
-        return True, f"picked {target} in {elapsed:.1f} s ({user.task['steps']} control steps)"
-    return False, f"not picked within {timeout:.0f} s ({result.result().result.reason})"
+        return True, f"picked {target} in {elapsed:.1f} s ({user.task['steps']} control steps)", clicked
+    return False, f"{target} not picked within {timeout:.0f} s ({result.result().result.reason})", clicked
+
+
+def horizontal_distances(user: DemoUser) -> tuple[dict[str, float], dict[str, float]]:
+    """Per object, the horizontal distance of the measured TCP to the object's initial position: at the
+    start, and the smallest over the run, m."""
+    if not user.tcp or user.task is None:
+        return {}, {}
+    tcp = np.stack(user.tcp)[:, :2]
+    d = {
+        name: np.linalg.norm(tcp - np.asarray(xyz)[:2], axis=1) for name, xyz in user.task["entities"].items()
+    }
+    return {n: round(float(v[0]), 4) for n, v in d.items()}, {
+        n: round(float(v.min()), 4) for n, v in d.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="", help="default: the packaged tiny checkpoint")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--timeout", type=float, default=40.0, help="s for the task")
+    parser.add_argument("--click", default="target", help="object to click: target (default) or a name")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        ok, message = run_demo(user, args.timeout)
+        ok, message, clicked = run_demo(user, args.timeout, args.click)
     except TimeoutError as e:
-        ok, message = False, str(e)
+        ok, message, clicked = False, str(e), args.click
     finally:
         time.sleep(0.5)  # the last overlays
         stop_nodes(procs)
@@ -208,7 +234,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         for k in (0, len(frames) // 2, len(frames) - 1):
             iio.imwrite(out / f"overlay_{k:04d}.png", frames[k])
+    start, approach = horizontal_distances(user)
+    result = {
+        "success": ok,
+        "message": message,
+        "clicked": clicked,
+        "start_distance_m": start,
+        "closest_approach_m": approach,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{'SUCCESS' if ok else 'FAILED'}: {message}")
+    if approach:
+        print(
+            "TCP to each object (m), start -> closest: "
+            + ", ".join(f"{k} {start[k]:.3f} -> {v:.3f}" for k, v in approach.items())
+        )
     print(f"wrote {out}/demo.gif ({len(frames)} overlay frames), overlay_*.png, node logs {out}/*.log")
     if dead:
         print("nodes that failed: " + "; ".join(dead))

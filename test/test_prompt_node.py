@@ -74,14 +74,17 @@ def scene() -> SimpleNamespace:
     return out
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT, fail: bool = True) -> Any:
+    """The condition's first truthy value; on timeout an AssertionError (or None with fail=False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
         time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    if fail:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return None
 
 
 def values(status: DiagnosticStatus) -> dict[str, str]:
@@ -187,10 +190,20 @@ class Peer:
     def refused(self, click: Callable[[], None], reason: str) -> DiagnosticStatus:
         """Make a click that must be refused: its reason reaches /diagnostics and no prompt is published."""
         prompts = len(self.got["prompt"])
-        click()
-        status = self.diagnostic(
-            lambda s: values(s)["last_rejection"].startswith(reason), f"refusal {reason}"
-        )
+        start = len(self.got["diag"])
+
+        def refusal() -> DiagnosticStatus | None:
+            statuses = (s for m in self.got["diag"][start:] for s in m.status if "prompt_node" in s.name)
+            return next((s for s in statuses if values(s)["last_rejection"].startswith(reason)), None)
+
+        # Discovery can match the publisher before the node's subscription matches it, and a click sent
+        # then is lost: click again (a refused click changes nothing) until the refusal shows.
+        deadline = time.monotonic() + TIMEOUT
+        status = None
+        while status is None and time.monotonic() < deadline:
+            click()
+            status = wait_for(refusal, f"refusal {reason}", timeout=2.0, fail=False)
+        assert status is not None, f"timed out waiting for refusal {reason}"
         assert status.level != DiagnosticStatus.OK
         assert len(self.got["prompt"]) == prompts, f"a prompt was published for a {reason} click"
         return status

@@ -101,6 +101,7 @@ class PolicyNode(Node):
         self.camera_info: CameraInfo | None = None
         self.prompt: VisualPrompt | None = None
         self.prompt_stamp = 0.0
+        self.pending_prompt: VisualPromptMsg | None = None  # a prompt newer than every frame held
         self.tcp_position: tuple[float, np.ndarray] | None = None  # (stamp, (3,))
         self.gripper: tuple[float, float] | None = None  # (stamp, closure)
         self.topic_instruction = ""
@@ -149,6 +150,9 @@ class PolicyNode(Node):
             self.frame_history.append((stamp, msg.width, msg.height))
             while self.frame_history and self.frame_history[0][0] < stamp - FRAME_HISTORY_S:
                 self.frame_history.popleft()
+            pending, self.pending_prompt = self.pending_prompt, None
+        if pending is not None:
+            self.on_prompt(pending)  # its image may have come now
         self.new_frame.set()
 
     def on_camera_info(self, msg: CameraInfo) -> None:
@@ -171,6 +175,11 @@ class PolicyNode(Node):
             prompt = prompt_from_msg(msg)
             with self.lock:
                 held = [(w, h) for s, w, h in self.frame_history if s == stamp]
+                newest = self.frame_history[-1][0] if self.frame_history else float("-inf")
+                if not held and stamp > newest:
+                    # The prompt overtook its image (two topics, two paths): decide when the next frame comes.
+                    self.pending_prompt = msg
+                    return
             if not held:
                 raise MessageError(
                     f"prompt was drawn on the image of stamp {stamp:.3f}, which this node does not hold "

@@ -136,7 +136,8 @@ def test_stale_chunk_halts_within_two_cycles(emu: EmulatorProcess) -> None:
         chunk = _chunk(time.monotonic(), n=3, dt=0.05)
         driver.submit(chunk)
         submitted = time.monotonic()
-        assert _wait(lambda: reports[-1].t > chunk.t_end + 0.05, 2.0)
+        # cycles, not wall time: a loaded machine can stall the loop for longer than a few cycles
+        assert _wait(lambda: sum(r.t > chunk.t_end for r in reports) >= 3, 5.0)
     during = [r for r in reports if submitted <= r.t <= chunk.t_end]
     after = [r for r in reports if r.t > chunk.t_end]
     assert len(during) > 20 and all(r.fresh and not r.command.halted for r in during)

@@ -405,10 +405,11 @@ class UrController:
             )
             return
         if cfg.enable_actuation:
-            if self._c is None:
+            if self._c is None or not self._c.isConnected():
+                # A fresh interface rather than RTDEControlInterface.reconnect(): after a controller restart
+                # reconnect() aborted the whole process once in CI (an exception escaping a ur_rtde thread).
+                self._c = None
                 self._c = self._connection.control(cfg.robot_ip, cfg.frequency)
-            elif not self._c.isConnected() and not self._c.reconnect():
-                raise RuntimeError(f"RTDE control interface could not reconnect to {cfg.robot_ip}")
             if not self._c.isProgramRunning() and not self._restart_script():
                 self._enter_fault("the control script does not start on the controller")
                 return

@@ -331,8 +331,12 @@ def test_bad_clicks_are_refused_with_their_reason(rig: SimpleNamespace, scene: S
     Tcb = scene.camera.T_camera_base
     peer.rviz_click(Tcb[:3, :3] @ scene.centre + Tcb[:3, 3], frame=scene.frame)
     assert on_target(scene, prompt_pixel(peer.next_prompt(0)))
-    status = peer.diagnostic(lambda s: values(s)["clicks_accepted"] == "1", "the accepted click counted")
-    assert status.level == DiagnosticStatus.OK
+    # OK once the accepted click is counted (a status in between may be WARN: a loaded machine can let the
+    # image age pass max_image_age for a moment)
+    peer.diagnostic(
+        lambda s: values(s)["clicks_accepted"] == "1" and s.level == DiagnosticStatus.OK,
+        "the accepted click counted, status OK",
+    )
 
 
 def test_stale_image_is_refused_until_fresh_images_return(

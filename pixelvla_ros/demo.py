@@ -156,14 +156,19 @@ def run_demo(user: DemoUser, timeout: float, click: str) -> tuple[bool, str, str
     print(f"prompt: pixel ({user.prompt.u[0]:.1f}, {user.prompt.v[0]:.1f}) of the image of the click")
 
     goal = RunTask.Goal(instruction=task["instruction"], timeout_s=float(timeout), require_prompt=True)
-    future = user.run_task.send_goal_async(goal)
+    states: list[str] = []
+    future = user.run_task.send_goal_async(goal, feedback_callback=lambda f: states.append(f.feedback.state))
     wait_for("the goal to be accepted", future.done, 10)
     handle = future.result()
     if not handle.accepted:
         return False, "the policy node rejected the RunTask goal", clicked
     result = handle.get_result_async()
-    start = time.monotonic()
+    start = last_click = time.monotonic()
     while not user.task["success"] and not result.done():
+        # The policy node can miss the first prompt (DDS discovery on a busy machine): click again.
+        if states and states[-1] == "waiting for prompt" and time.monotonic() - last_click > 2.0:
+            user.click(task["entities"][clicked], task["base_frame"])
+            last_click = time.monotonic()
         time.sleep(0.05)
     elapsed = time.monotonic() - start
     if user.task["success"]:

@@ -232,15 +232,43 @@ def test_prompts_for_unknown_images_are_refused_and_held_ones_used(stack) -> Non
 def test_stale_arm_state_gives_no_chunk(stack) -> None:
     node, rig = stack
     pose = PoseStamped()
-    pose.header.stamp = sec_to_stamp(rig.now() - 5.0)
-    stamp = sec_to_stamp(rig.now())
+    pose.header.stamp = sec_to_stamp(rig.now() - 5.0)  # a driver whose state stopped long ago
     rig.pose.publish(pose)
-    time.sleep(0.2)
+    time.sleep(0.3)  # longer than max_state_skew after the last good state
+    stamp = sec_to_stamp(rig.now())
     image = rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id)
     rig.info.publish(model_to_camera_info(CAMERA, stamp))
     rig.image.publish(image)
     assert refused_with(node, "arm state is")
     assert chunk_for(rig, rig.frame())
+
+
+def test_a_frame_is_paired_with_the_arm_state_of_its_instant(stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the newest state: the camera lags the arm, and the model was trained on (image, state) pairs."""
+    node, rig = stack
+    seen: list[np.ndarray] = []
+    real = node.policy.predict_chunk
+
+    def recording(rgb, instruction, prompts, object_mask, proprio):  # noqa: ANN001, ANN202
+        seen.append(np.asarray(proprio))
+        return real(rgb, instruction, prompts, object_mask, proprio)
+
+    monkeypatch.setattr(node.policy, "predict_chunk", recording)
+    t = rig.now()
+    for dt, x, closure in [(-0.04, 0.1, 0.0), (0.0, 0.2, 0.5), (0.04, 0.3, 1.0)]:
+        pose = PoseStamped()
+        pose.header.stamp = sec_to_stamp(t + dt)
+        pose.pose.position.x = x
+        rig.pose.publish(pose)
+        joints = JointState(name=["gripper"], position=[closure])
+        joints.header.stamp = sec_to_stamp(t + dt)
+        rig.joints.publish(joints)
+    time.sleep(0.2)  # the states have arrived before the image
+    stamp = sec_to_stamp(t)
+    rig.info.publish(model_to_camera_info(CAMERA, stamp))
+    rig.image.publish(rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id))
+    assert chunk_for(rig, t)
+    assert seen[-1][0] == pytest.approx(0.2) and seen[-1][3] == pytest.approx(0.5)
 
 
 def test_a_prompt_that_overtakes_its_image_is_kept_until_the_image_comes(stack) -> None:

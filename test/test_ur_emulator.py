@@ -276,8 +276,9 @@ def _sc_emergency_stop(host):
     time.sleep(0.2)
     hooks.call("emergency_stop")
     out = {"estopped": _wait(r.isEmergencyStopped)}
+    # each interface has its own stream: the control interface may see the stop a package later
+    out["running"] = not _wait(lambda: not c.isProgramRunning())
     out["speedL"] = c.speedL([0.05, 0, 0, 0, 0, 0], 0.5, 0.0)
-    out["running"] = not _wait(lambda: not c.isProgramRunning())  # each interface has its own stream
     out["mode"] = r.getRobotMode() if _wait(lambda: r.getRobotMode() == 3) else r.getRobotMode()
     x1 = r.getActualTCPPose()[0]
     time.sleep(0.3)

@@ -12,17 +12,24 @@
 3. Latency: real RTDEReceiveInterface + RTDEControlInterface; time from a servoL / speedL call returning
    until ``actual_TCP_pose`` starts to change (polled every 0.1 ms), repeated.
 Target: p99 jitter <= 1 ms at 500 Hz. The result depends on the load of the machine; report it as measured.
+
+Real-time scheduling (--rt-priority, default 80; 0 = off): the emulator's tick thread (as a controller's
+real-time kernel runs it), the UR driver's servo loop (priority - 10, its `realtime_priority` parameter) and
+this process's receiving thread (the instrument) run under SCHED_FIFO where the OS permits it; the report
+says which did.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import struct
 import time
 
 import numpy as np
 
+from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.ur_emulator import EmulatorProcess, free_loopback_host
 from pixelvla_ros.ur_emulator import rtde_protocol as rp
 from pixelvla_ros.ur_emulator.testing import run_in_process
@@ -51,14 +58,14 @@ def _servo_streamer(host: str, seconds: float) -> dict:
     return {"sent": n, "ok": n_ok, "rate_hz": n / elapsed}
 
 
-def _driver_streamer(host: str, seconds: float) -> dict:
+def _driver_streamer(host: str, seconds: float, rt_priority: int) -> dict:
     """The UR driver core fed like a 10 Hz policy: every 0.1 s a fresh 8-step chunk, stamped now."""
     from pixelvla_ros.chunk_timeline import TimedChunk
     from pixelvla_ros.drivers.ur_controller import DriverState, UrController, UrDriverConfig
 
     stamps: list[float] = []
     driver = UrController(
-        UrDriverConfig(robot_ip=host, enable_actuation=True),
+        UrDriverConfig(robot_ip=host, enable_actuation=True, realtime_priority=rt_priority),
         on_cycle=lambda report: stamps.append(time.perf_counter()),
     ).start()
     deadline = time.monotonic() + 10.0
@@ -92,8 +99,9 @@ def _driver_streamer(host: str, seconds: float) -> dict:
     }
 
 
-def measure_stream(host: str, seconds: float) -> dict:
+def measure_stream(host: str, seconds: float, rt_priority: int = 0) -> dict:
     """Raw RTDE client: arrival time of each data package and its controller timestamp."""
+    realtime = make_thread_realtime(rt_priority)
     s = socket.create_connection((host, 30004), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = rp.FrameReader(max_size=65535)
@@ -125,7 +133,10 @@ def measure_stream(host: str, seconds: float) -> dict:
     st = np.diff(np.array(stamps))
     nominal = 1.0 / freq
     jit = np.abs(arr - nominal)
+    if realtime:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     return {
+        "realtime": realtime,
         "freq": freq,
         "packages": len(arrivals),
         "seconds": seconds,
@@ -181,12 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--version", default="5.11.1")
     ap.add_argument("--host", default=None, help="use an emulator already running there")
     ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument(
+        "--rt-priority", type=int, default=80, help="SCHED_FIFO priority (module docstring); 0: off"
+    )
     args = ap.parse_args(argv)
 
     emu = None
     host = args.host
     if host is None:
-        emu = EmulatorProcess(host=free_loopback_host(), version=args.version).start()
+        emu = EmulatorProcess(
+            host=free_loopback_host(), version=args.version, realtime_priority=args.rt_priority
+        ).start()
         host = emu.host
     try:
         import multiprocessing as mp
@@ -195,15 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         pool = ctx.Pool(1)
         streamer = pool.apply_async(_servo_streamer, (host, args.seconds + 1.0))
         time.sleep(0.5)  # let the control client connect and start streaming
-        stream = measure_stream(host, args.seconds)
+        stream = measure_stream(host, args.seconds, args.rt_priority)
         servo_stats = streamer.get(timeout=args.seconds + 60)
-        driving = pool.apply_async(_driver_streamer, (host, args.seconds + 1.0))
+        driver_rt = max(args.rt_priority - 10, 0)
+        driving = pool.apply_async(_driver_streamer, (host, args.seconds + 1.0, driver_rt))
         time.sleep(0.5)  # let the driver connect and start streaming
-        driver_stream = measure_stream(host, args.seconds)
+        driver_stream = measure_stream(host, args.seconds, args.rt_priority)
         driver_stats = driving.get(timeout=args.seconds + 60)
         pool.close()
         pool.join()
-        idle = measure_stream(host, min(3.0, args.seconds))
+        idle = measure_stream(host, min(3.0, args.seconds), args.rt_priority)
         lat = run_in_process(_latency, host, args.trials, timeout=120)
         state = emu.state() if emu else {}
     finally:
@@ -236,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if state:
         print(f"emulator tick overruns (>50 ms late): {state['tick_overruns']}")
+    print(
+        f"SCHED_FIFO: emulator tick {state.get('tick_realtime', 'n/a (external emulator)')}, "
+        f"receiver {stream['realtime']}, driver loop {'requested' if args.rt_priority > 10 else 'off'} "
+        f"(priority {args.rt_priority}; a refusal is logged)"
+    )
     sl, sp = np.array(lat["servoL_ms"]), np.array(lat["speedL_ms"])
     print("\ncommand-to-motion latency (call returned -> actual_TCP_pose changes), ms")
     print(f"{'command':<10} {'n':>4} {'median':>8} {'p90':>8} {'max':>8}")

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk, Waypoints
+from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.safety import FilteredCommand, SafetyFilter, SafetyLimits
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
 
@@ -128,6 +129,7 @@ class UrDriverConfig:
     reconnect_backoff_max: float = 5.0
     pose_history_s: float = 2.0  # s of measured poses kept: chunks from older images are refused
     max_stamp_lead: float = 0.05  # s an image stamp may lead the driver clock before the clocks are doubted
+    realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, 1-99 (0: normal scheduling)
     limits: SafetyLimits = field(default_factory=SafetyLimits)
 
     def __post_init__(self) -> None:
@@ -144,6 +146,7 @@ class UrDriverConfig:
             ("reconnect_backoff_max", self.reconnect_backoff_max, self.reconnect_backoff_min, 600.0),
             ("pose_history_s", self.pose_history_s, 0.1, 60.0),
             ("max_stamp_lead", self.max_stamp_lead, 0.0, 1.0),
+            ("realtime_priority", self.realtime_priority, 0, 99),
         )
         for name, value, lo, hi in checks:
             if not (math.isfinite(value) and lo <= value <= hi):
@@ -345,6 +348,7 @@ class UrController:
 
     # -- control thread --------------------------------------------------------------------------------
     def _run(self) -> None:
+        make_thread_realtime(self.config.realtime_priority)
         backoff = self.config.reconnect_backoff_min
         ending = "stopped"
         try:

@@ -52,6 +52,29 @@ from pixelvla_ros.preprocessing import state_proprio
 from pixelvla_ros.prompts import VisualPrompt, describe_prompts
 
 FRAME_HISTORY_S = 30.0  # prompts may refer to any frame this recent (a user takes seconds to click)
+STATE_HISTORY_S = 2.0  # arm states kept to find the one taken with a frame
+STATE_WAIT_S = 0.02  # how long a frame waits for the arm state of its own instant (a separate topic)
+
+
+class StampedHistory:
+    """The last seconds of a stamped signal (arm state), to pair a frame with the state of its instant:
+    the newest state would be a later one when the camera lags, and the model was trained on pairs."""
+
+    def __init__(self, seconds: float = STATE_HISTORY_S) -> None:
+        self.seconds = seconds
+        self.samples: deque[tuple[float, object]] = deque()
+
+    def add(self, stamp: float, value: object) -> None:
+        self.samples.append((stamp, value))
+        while self.samples and self.samples[0][0] < stamp - self.seconds:
+            self.samples.popleft()
+
+    def newest_stamp(self) -> float:
+        return self.samples[-1][0] if self.samples else float("-inf")
+
+    def nearest(self, stamp: float) -> tuple[float, object] | None:
+        """The sample closest in time to `stamp` (None when empty)."""
+        return min(self.samples, key=lambda s: abs(s[0] - stamp), default=None)
 
 
 class PolicyNode(Node):
@@ -102,8 +125,9 @@ class PolicyNode(Node):
         self.prompt: VisualPrompt | None = None
         self.prompt_stamp = 0.0
         self.pending_prompt: VisualPromptMsg | None = None  # a prompt newer than every frame held
-        self.tcp_position: tuple[float, np.ndarray] | None = None  # (stamp, (3,))
-        self.gripper: tuple[float, float] | None = None  # (stamp, closure)
+        self.tcp_positions = StampedHistory()  # (3,) arrays
+        self.grippers = StampedHistory()  # closure in [0, 1]
+        self.state_arrived = threading.Condition(self.lock)
         self.topic_instruction = ""
 
         self.task_active = False
@@ -163,11 +187,17 @@ class PolicyNode(Node):
 
     def on_tcp_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
-        self.tcp_position = (stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
+        with self.state_arrived:
+            self.tcp_positions.add(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
+            self.state_arrived.notify_all()
 
     def on_joint_state(self, msg: JointState) -> None:
         if "gripper" in msg.name and len(msg.position) == len(msg.name):
-            self.gripper = (stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")]))
+            with self.state_arrived:
+                self.grippers.add(
+                    stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")])
+                )
+                self.state_arrived.notify_all()
 
     def on_prompt(self, msg: VisualPromptMsg) -> None:
         stamp = stamp_to_sec(msg.header.stamp)
@@ -273,7 +303,14 @@ class PolicyNode(Node):
             )
 
     def proprio_at(self, stamp: float) -> tuple[np.ndarray | None, str]:
-        tcp, gripper = self.tcp_position, self.gripper
+        """The arm state taken closest to the frame's stamp; waits briefly for it when it is still on its
+        way (it travels on other topics than the image)."""
+        with self.state_arrived:
+            self.state_arrived.wait_for(
+                lambda: min(self.tcp_positions.newest_stamp(), self.grippers.newest_stamp()) >= stamp,
+                timeout=STATE_WAIT_S,
+            )
+            tcp, gripper = self.tcp_positions.nearest(stamp), self.grippers.nearest(stamp)
         if tcp is None or gripper is None:
             return None, "no arm state yet (/pixelvla/tcp_pose and the gripper joint of /joint_states)"
         skew = max(abs(tcp[0] - stamp), abs(gripper[0] - stamp))

@@ -205,10 +205,11 @@ class SimDriverNode(Node):
 
     def publish_state(self, s: SimArmState) -> None:
         stamp = sec_to_stamp(s.t)
-        self.pub_image.publish(rgb_to_image(s.rgb, stamp, s.camera.frame_id))
-        self.pub_info.publish(model_to_camera_info(s.camera, stamp))
+        # The arm state first: a policy starts on an image and wants the state of the same instant.
         self.pub_pose.publish(pose_msg(s.tcp_pose, stamp, self.base_frame))
         self.pub_joints.publish(joint_state_msg(s.joint_positions, s.gripper, stamp))
+        self.pub_info.publish(model_to_camera_info(s.camera, stamp))
+        self.pub_image.publish(rgb_to_image(s.rgb, stamp, s.camera.frame_id))
 
     def publish_diagnostics(self) -> None:
         report = self.last_report

@@ -102,6 +102,12 @@ PARAMETERS = (
         floating=(0.001, 600.0),
     ),
     Param(
+        "realtime_priority",
+        _CORE.realtime_priority,
+        "SCHED_FIFO priority of the servo loop thread, 1-99 (needs CAP_SYS_NICE; 0: normal scheduling)",
+        integer=(0, 99),
+    ),
+    Param(
         "state_publish_rate",
         50.0,
         "Hz of tcp_pose, joint_states and gripper_command (the control loop runs at rtde_frequency)",
@@ -205,6 +211,7 @@ class UrDriverNode(Node):
             watchdog_min_frequency=p["watchdog_min_frequency"],
             reconnect_backoff_min=p["reconnect.backoff_min"],
             reconnect_backoff_max=p["reconnect.backoff_max"],
+            realtime_priority=p["realtime_priority"],
             limits=limits,
         )
         self.base_frame = p["base_frame"]

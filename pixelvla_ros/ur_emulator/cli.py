@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer 'emulator ...' dashboard commands like a real robot (could not understand)",
     )
+    p.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=EmulatorConfig.realtime_priority,
+        help="SCHED_FIFO priority of the controller tick thread, 1-99 (0: normal scheduling)",
+    )
     p.add_argument("--rtde-port", type=int, default=30004)
     p.add_argument("--dashboard-port", type=int, default=29999)
     p.add_argument("--script-ports", default="30001,30002,30003")
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         rtde_port=args.rtde_port,
         dashboard_port=args.dashboard_port,
         script_ports=tuple(int(p) for p in args.script_ports.split(",") if p),
+        realtime_priority=args.realtime_priority,
     )
     try:
         emu = Emulator(cfg).start()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.ur_emulator import robot_state as rs
 from pixelvla_ros.ur_emulator import rtde_protocol as rp
 from pixelvla_ros.ur_emulator.dashboard import DashboardServer
@@ -53,6 +54,9 @@ class EmulatorConfig:
     joint_speed_limit: float = 3.3336  # rad/s
     test_hooks: bool = True  # "emulator <hook>" dashboard commands
     spin_s: float = 0.0003  # busy-wait this long before each tick deadline (tick regularity vs CPU)
+    # SCHED_FIFO priority of the tick thread (0 = normal scheduling): a controller runs its RTDE loop on a
+    # real-time kernel; without the permission the emulator logs it and runs at normal priority.
+    realtime_priority: int = 80
     record_max: int = 50000
     gil_switch_s: float = 0.0005  # sys.setswitchinterval in the emulator's process
     extra: dict = field(default_factory=dict)
@@ -95,6 +99,7 @@ class Emulator:
         self.dashboard = DashboardServer(self, cfg.host, cfg.dashboard_port)
         self.scripts = [ScriptServer(self, cfg.host, p) for p in cfg.script_ports]
         self.tick_overruns = 0
+        self.tick_realtime = False  # whether the tick thread got its real-time priority
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> Emulator:
@@ -162,6 +167,7 @@ class Emulator:
 
     # -- controller tick -------------------------------------------------------------------------------
     def _tick_loop(self) -> None:
+        self.tick_realtime = make_thread_realtime(self.config.realtime_priority)
         period = self.state.period
         next_t = time.monotonic()
         last = next_t

@@ -166,6 +166,7 @@ def state(emu) -> dict:
             "control_hz": emu.control_hz,
             "ticks": st.ticks,
             "tick_overruns": emu.tick_overruns,
+            "tick_realtime": emu.tick_realtime,
             "rtde": [
                 {
                     "id": c.cid,

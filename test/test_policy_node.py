@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
 import torch
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from pixelvla_ros.action import RunTask
@@ -284,3 +286,11 @@ def test_a_prompt_that_overtakes_its_image_is_kept_until_the_image_comes(stack) 
     rig.image.publish(rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id))
     assert wait(lambda: node.prompt is not None)
     assert node.prompt.points[0].tolist() == [30.0, 40.0]
+
+
+def test_yaml_parameters_are_declared_by_the_node(stack) -> None:
+    node, _ = stack
+    path = Path(__file__).resolve().parents[1] / "config" / "policy_node.yaml"
+    params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
+    undeclared = [name for name in params if not node.has_parameter(name)]
+    assert not undeclared, f"config/policy_node.yaml sets parameters the node does not declare: {undeclared}"

@@ -23,6 +23,8 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
 
 from pixelvla_ros.action import RunTask
 from pixelvla_ros.demo import sim_stack, start_nodes, stop_nodes
@@ -34,8 +36,13 @@ class ChunkClock(Node):
     def __init__(self) -> None:
         super().__init__("pixelvla_latency_bench")
         self.samples: list[tuple[float, float]] = []  # (end to end, policy call), s
+        self.image_ages: list[float] = []  # arrival here - stamp: the camera's share (render + transport)
         self.create_subscription(ActionChunk, "/pixelvla/action_chunk", self.on_chunk, 10)
+        self.create_subscription(Image, "/camera/image_raw", self.on_image, qos_profile_sensor_data)
         self.run_task = ActionClient(self, RunTask, "/pixelvla/run_task")
+
+    def on_image(self, msg: Image) -> None:
+        self.image_ages.append(self.get_clock().now().nanoseconds * 1e-9 - stamp_to_sec(msg.header.stamp))
 
     def on_chunk(self, msg: ActionChunk) -> None:
         arrival = self.get_clock().now().nanoseconds * 1e-9
@@ -53,10 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the timed task")
     parser.add_argument("--checkpoint", default="", help="default: the packaged tiny checkpoint")
     parser.add_argument("--warmup", type=int, default=10, help="chunks left out at the start")
+    parser.add_argument(
+        "--policy-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra policy_node parameter beyond config/policy_node.yaml (repeatable), e.g. cpu_threads:=2",
+    )
     args = parser.parse_args(argv)
 
     logs = Path(tempfile.mkdtemp(prefix="pixelvla_latency_"))
-    procs = start_nodes(sim_stack("pick_named", 0, args.checkpoint), logs)
+    stack = sim_stack("pick_named", 0, args.checkpoint)
+    for param in args.policy_param:
+        stack[-1][1].extend(["-p", param])  # policy_node is the stack's last node
+    procs = start_nodes(stack, logs)
     rclpy.init()
     bench = ChunkClock()
     executor = MultiThreadedExecutor(num_threads=2)
@@ -85,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     e2e, policy = samples[:, 0], samples[:, 1]
     rest = e2e - policy
-    print(f"end-to-end latency of the simulated stack, {len(samples)} chunks (2 CPU threads per process)")
+    extra = f", policy_node {' '.join(args.policy_param)}" if args.policy_param else ""
+    print(f"end-to-end latency of the simulated stack, {len(samples)} chunks{extra}")
     print(row("image stamp -> chunk here", e2e))
     print(row("policy call (in the node)", policy))
     print(row("everything else", rest))
+    print(row("  of which: stamp -> image here", np.asarray(bench.image_ages[args.warmup :]) * 1e3))
     ratio = np.median(rest) / np.median(policy)
     print(f"  everything else / policy call (medians): {100 * ratio:.1f} % (target <= 10 %)")
     print(f"  end-to-end p99 {np.percentile(e2e, 99):.1f} ms (target <= 50 ms with tiny)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -106,6 +107,17 @@ class PolicyNode(Node):
             self, "instruction", "", "instruction used when the goal and topic give none"
         )
         self.base_frame = declare(self, "base_frame", "base", "frame of the actions (the robot base)")
+        cpu_threads = declare(
+            self,
+            "cpu_threads",
+            0,
+            "torch CPU threads for inference (0: torch's default, one per core); on a small machine shared "
+            "with the simulator or drivers, fewer threads than cores avoid stalls behind descheduled threads",
+            integer=(0, 256),
+            read_only=True,
+        )
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
 
         if policy is None:
             path = Path(checkpoint) if checkpoint else package_share() / "checkpoints" / "tiny"

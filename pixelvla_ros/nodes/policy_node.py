@@ -29,7 +29,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -48,6 +47,7 @@ from pixelvla_ros.nodes.conversions import (
     stamp_to_sec,
 )
 from pixelvla_ros.nodes.params import declare, package_share
+from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.policy import Policy
 from pixelvla_ros.preprocessing import state_proprio
 from pixelvla_ros.prompts import VisualPrompt, describe_prompts
@@ -82,6 +82,7 @@ class PolicyNode(Node):
     def __init__(self, policy: Policy | None = None) -> None:
         """`policy`: an already loaded Policy (tests); by default the `checkpoint` parameter's."""
         super().__init__("policy_node")
+        self.thread: threading.Thread | None = None  # started last; a failed start has none to stop
         checkpoint = declare(
             self, "checkpoint", "", "checkpoint folder; empty = the packaged tiny checkpoint", read_only=True
         )
@@ -411,26 +412,11 @@ class PolicyNode(Node):
 
     def destroy_node(self) -> None:
         self.running = False
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=2.0)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except Exception as e:  # noqa: BLE001 - e.g. CheckpointError: say what is wrong and stop
-        print(f"policy_node: cannot start: {type(e).__name__}: {e}")
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Any startup failure (e.g. CheckpointError) is reported with its reason rather than a traceback.
+    return run_node(PolicyNode, "policy_node", 3, (Exception,), args)

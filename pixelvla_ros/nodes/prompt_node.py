@@ -38,13 +38,10 @@ import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped, PoseStamped
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time as RosTime
@@ -79,6 +76,7 @@ from pixelvla_ros.nodes.conversions import (
     stamp_to_sec,
 )
 from pixelvla_ros.nodes.params import declare
+from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.overlay import commanded_path, render_overlay
 from pixelvla_ros.prompts import MASK, VisualPrompt
 
@@ -500,21 +498,8 @@ class PromptNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PromptNode()
-    except (ValueError, ParameterException) as e:  # a parameter the node cannot use: say which and stop
-        get_logger("prompt_node").fatal(f"cannot start: {e}")
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # a parameter the node cannot use: say which and stop
+    return run_node(PromptNode, "prompt_node", 1, (ValueError, ParameterException), args)
 
 
 if __name__ == "__main__":

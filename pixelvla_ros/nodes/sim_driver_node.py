@@ -17,7 +17,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -35,6 +34,7 @@ from pixelvla_ros.nodes.conversions import (
     sec_to_stamp,
 )
 from pixelvla_ros.nodes.params import declare
+from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.safety import SafetyLimits
 from pixelvla_ros.sim.seeds import episode_seed
 from pixelvla_ros.sim.tasks import FAMILIES, TaskConfig
@@ -65,6 +65,7 @@ def joint_state_msg(q: np.ndarray, gripper: float, stamp) -> JointState:  # noqa
 class SimDriverNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_driver")
+        self.thread: threading.Thread | None = None  # started last; a failed start has none to stop
         family = declare(self, "family", "pick_prompted", f"task family, one of {FAMILIES}")
         episode = declare(
             self, "episode", 0, "episode index in the split (its seed: sim.seeds)", integer=(0, 10**6)
@@ -231,21 +232,10 @@ class SimDriverNode(Node):
 
     def destroy_node(self) -> None:
         self.running = False
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=2.0)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = SimDriverNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimDriverNode, "sim_driver", 2, (ValueError,), args)

@@ -20,12 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
@@ -36,6 +34,7 @@ from pixelvla_ros.drivers.ur_controller import DriverState, UrController, UrDriv
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.nodes.conversions import MessageError, chunk_from_msg, sec_to_stamp
 from pixelvla_ros.nodes.params import declare
+from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.safety import SafetyLimits
 
 
@@ -182,6 +181,7 @@ def pose_msg(pose: np.ndarray, stamp: Time, frame_id: str) -> PoseStamped:
 class UrDriverNode(Node):
     def __init__(self) -> None:
         super().__init__("ur_driver")
+        self.driver: UrController | None = None  # a failed start (bad parameters) has none to stop
         p = {
             spec.name: declare(
                 self, spec.name, spec.default, spec.description, floating=spec.floating, integer=spec.integer
@@ -308,27 +308,13 @@ class UrDriverNode(Node):
         ]
 
     def destroy_node(self) -> None:
-        self.driver.stop()
+        if self.driver is not None:
+            self.driver.stop()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     # The core logs its state changes (FAULT, RECONNECTING, ...) through Python logging.
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    try:
-        node = UrDriverNode()
-    except ValueError as e:  # an inconsistent parameter set (e.g. backoff_min > backoff_max)
-        logging.getLogger("ur_driver").error("invalid parameters: %s", e)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # ValueError: an inconsistent parameter set (e.g. backoff_min > backoff_max)
+    return run_node(UrDriverNode, "ur_driver", 2, (ValueError,), args)

@@ -10,10 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from pixelvla_ros.learning.training.config import DataConfig
-from pixelvla_ros.learning.training.data import batches, count_episodes
+from pixelvla_ros.learning.training.data import (
+    batches,
+    chunk_targets,
+    count_episodes,
+    example_stream,
+    idle_steps,
+)
 from pixelvla_ros.learning.training.train import main
 
 from pixelvla_ros.model import load_checkpoint
@@ -125,6 +132,38 @@ def test_ranks_read_different_examples(annotated) -> None:
     cfg = DataConfig(train=str(annotated))
     keys = [{e.key for e in next(batches(cfg, 8, 8, seed=0, rank=r, world_size=2))[2]} for r in (0, 1)]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+def test_padding_past_the_episode_end_is_marked_invalid() -> None:
+    actions = np.zeros((5, 7))
+    actions[:, 2], actions[3:, 6] = 0.04, 1.0
+    chunk, valid = chunk_targets(actions, 3, 4)
+    assert valid.tolist() == [True, True, False, False]
+    np.testing.assert_array_equal(chunk[:2], actions[3:])
+    assert np.all(chunk[2:, :6] == 0) and np.all(chunk[2:, 6] == 1.0)  # hold still, gripper kept
+
+
+def test_idle_steps_are_those_that_neither_move_nor_change_the_gripper() -> None:
+    actions = np.zeros((6, 7))
+    actions[0, 0] = 0.03  # moves
+    actions[1, 2] = 0.001  # a sub-millimetre correction: idle
+    actions[2, 6] = 1.0  # closes the gripper without moving: not idle
+    actions[3, 6] = 1.0  # waits with the gripper closed: idle
+    actions[4, [2, 6]] = 0.04, 1.0  # lifts
+    actions[5, [3, 6]] = 0.02, 1.0  # turns
+    assert idle_steps(actions).tolist() == [False, True, False, True, False, False]
+
+
+def test_dropping_idle_steps_keeps_one_example_per_moving_step(annotated) -> None:
+    from pixelvla_ros.learning.annotation.format import iter_samples, list_shards
+
+    episodes = [sample["actions"] for sample in iter_samples(list_shards(annotated))]
+    moving = sum(int((~idle_steps(a)).sum()) for a in episodes)
+    kept = list(example_stream(DataConfig(train=str(annotated), drop_idle_steps=True), 8, seed=0, epoch=0))
+    every = list(example_stream(DataConfig(train=str(annotated)), 8, seed=0, epoch=0))
+    assert len(every) == sum(len(a) for a in episodes)
+    assert 0 < len(kept) == moving < len(every)  # the expert's demos do wait (descend, close)
+    assert all(e.valid[0] for e in kept)
 
 
 @pytest.mark.slow

@@ -41,6 +41,7 @@ class DataConfig:
     prompt_modes: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
     augment_shift_px: int = 0  # random translation of image, mask and prompts together (0 = off)
     augment_brightness: float = 0.0  # +- relative brightness/contrast jitter (0 = off)
+    drop_idle_steps: bool = False  # leave out steps that neither move nor change the gripper (data.py)
 
     def __post_init__(self) -> None:
         if not Path(self.train).exists():

@@ -1,9 +1,15 @@
 """Training examples streamed from the annotated dataset (pixelvla_annotated shards).
 
 One annotated episode gives one example per step t: the frame at t, the proprio at t, the action chunk
-a[t : t + N_c] (steps past the episode's end repeat "hold still, keep the gripper"), and the episode's
-mask and prompts, drawn on frame 0 and held for the whole episode (pixelvla.md). Each example draws an
-input mode (text only, text + points, prompts without text, ...) so one checkpoint serves every mode.
+a[t : t + N_c], and the episode's mask and prompts, drawn on frame 0 and held for the whole episode
+(pixelvla.md). Each example draws an input mode (text only, text + points, prompts without text, ...) so
+one checkpoint serves every mode.
+
+Steps past the episode's end are padding, left out of the loss (as ACT and LeRobot do): an episode ends
+when the task succeeds, not when the robot should stop, and "hold still" targets there taught the policy to
+stop lifting. With `drop_idle_steps`, steps whose action neither moves nor changes the gripper (an expert
+waiting for its gripper) are removed from the episode first: their frames look like the next step's, so
+the policy learns to wait there forever (OpenVLA filters idle actions for the same reason).
 
 The stream is a pure function of (seed, epoch, rank): resuming skips the examples already consumed in
 the epoch and continues with exactly the batch an uninterrupted run would have seen next.
@@ -18,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelvla_ros.action_space import ACTION_DIM, GRIPPER
+from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ROTATION, TRANSLATION
 from pixelvla_ros.preprocessing import PolicyInput, state_proprio
 from pixelvla_ros.prompts import VisualPrompt
 
@@ -32,7 +38,12 @@ class Example:
 
     inputs: PolicyInput
     actions: np.ndarray  # (N_c, 7) robot units, project convention
+    valid: np.ndarray  # (N_c,) bool: False for padding past the episode's end (no loss there)
     key: str  # "{episode key}@{t}": names the example when a loss goes bad
+
+
+IDLE_TRANSLATION = 0.002  # m per step: below this (and IDLE_ROTATION) an action does not move the arm
+IDLE_ROTATION = 0.01  # rad per step
 
 
 def count_episodes(root: str | Path) -> int:
@@ -40,14 +51,26 @@ def count_episodes(root: str | Path) -> int:
     return sum(1 for _ in iter_samples(list_shards(root), decode=False))
 
 
-def chunk_targets(actions: np.ndarray, t: int, chunk_size: int) -> np.ndarray:
-    """(T, 7) episode actions -> (chunk_size, 7) targets from step t, padded with 'hold still'."""
+def chunk_targets(actions: np.ndarray, t: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 7) episode actions -> ((chunk_size, 7) targets from step t, (chunk_size,) valid). Steps past the
+    end are padded with "hold still, keep the gripper" and marked invalid."""
     chunk = actions[t : t + chunk_size].astype(np.float64)
+    valid = np.zeros(chunk_size, dtype=bool)
+    valid[: len(chunk)] = True
     if len(chunk) < chunk_size:
         hold = np.zeros((chunk_size - len(chunk), ACTION_DIM))
         hold[:, GRIPPER] = actions[-1, GRIPPER]
         chunk = np.concatenate([chunk, hold])
-    return chunk
+    return chunk, valid
+
+
+def idle_steps(actions: np.ndarray) -> np.ndarray:
+    """(T,) bool: the step's action neither moves the arm nor changes the gripper command."""
+    still = (np.linalg.norm(actions[:, TRANSLATION], axis=1) < IDLE_TRANSLATION) & (
+        np.linalg.norm(actions[:, ROTATION], axis=1) < IDLE_ROTATION
+    )
+    previous_gripper = np.concatenate([actions[:1, GRIPPER], actions[:-1, GRIPPER]])
+    return still & (actions[:, GRIPPER] == previous_gripper)
 
 
 def _prompts(annotation: dict, mask: np.ndarray, kinds: frozenset[str]) -> list[VisualPrompt]:
@@ -112,6 +135,11 @@ def example_stream(
         annotation = sample["annotation"]
         images, actions, mask = sample[cfg.image_key], sample["actions"], sample["mask"]
         proprio = state_proprio(sample["ee_pos"], sample["gripper_state"]) if "ee_pos" in sample else None
+        if cfg.drop_idle_steps:
+            keep = ~idle_steps(actions)
+            if keep.any():
+                images, actions = images[keep], actions[keep]
+                proprio = None if proprio is None else proprio[keep]
         for t in range(len(actions)):
             mode = rng.choices(modes, weights)[0]
             prompts = _prompts(annotation, mask, mode)
@@ -125,7 +153,7 @@ def example_stream(
                 prompts=prompts,
                 proprio=None if proprio is None else proprio[t],
             )
-            buffer.append(Example(inputs, chunk_targets(actions, t, chunk_size), f"{annotation['key']}@{t}"))
+            buffer.append(Example(inputs, *chunk_targets(actions, t, chunk_size), f"{annotation['key']}@{t}"))
             if len(buffer) >= cfg.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
     rng.shuffle(buffer)

@@ -284,15 +284,17 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------
     # collate, forward_loss and optimizer_step are the parts of a step, public for the throughput benchmark
-    def collate(self, examples: list[Example]) -> tuple[ModelInputs, torch.Tensor]:
-        """Examples -> (model inputs, normalized target chunks (B, N_c, 7)) on the training device."""
+    def collate(self, examples: list[Example]) -> tuple[ModelInputs, torch.Tensor, torch.Tensor]:
+        """Examples -> (model inputs, normalized target chunks (B, N_c, 7), valid steps (B, N_c)) on the
+        training device."""
         inputs = self.pre.batch([e.inputs for e in examples]).to(self.device)
         targets = np.stack([self.pre.normalize_actions(e.actions) for e in examples])
-        return inputs, torch.from_numpy(targets).to(self.device)
+        valid = np.stack([e.valid for e in examples])
+        return inputs, torch.from_numpy(targets).to(self.device), torch.from_numpy(valid).to(self.device)
 
-    def forward_loss(self, inputs: ModelInputs, targets: torch.Tensor) -> torch.Tensor:
+    def forward_loss(self, inputs: ModelInputs, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         with autocast_context(self.device):
-            return self.wrapped(inputs, targets).loss
+            return self.wrapped(inputs, targets, valid).loss
 
     def optimizer_step(self) -> float:
         """Clip the gradients, step the optimizer and the schedule, clear the gradients; returns the norm

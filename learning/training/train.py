@@ -427,7 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and args.resume != "auto" and not Path(args.resume).exists():
             raise TrainConfigError(f"--resume {args.resume} does not exist")
         trainer = Trainer(cfg, resume=args.resume, progress=not args.no_progress)
-        return trainer.train()
+        code = trainer.train()
+        if dist.is_initialized():
+            # Every rank done before any tears down: a rank exiting while gloo still served its peer
+            # aborted once ("terminate called without an active exception").
+            dist.barrier()
+        return code
     except (TrainConfigError, yaml.YAMLError) as error:
         print(f"train: configuration error: {error}", file=sys.stderr)
         return 2

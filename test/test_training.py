@@ -218,6 +218,7 @@ def test_resume_with_another_action_space_is_refused(annotated, tmp_path, capsys
     assert (
         main(_args(annotated, tmp_path / "run", "max_steps=2", "warmup_steps=0", "checkpoint_every=1")) == 0
     )
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000  # the run's loss curve
     other = "model_overrides={image_size: 32, chunk_size: 4, proprio_dim: 4}"
     assert (
         main(

@@ -6,7 +6,7 @@
 
 Writes OUTPUT/checkpoints/step_XXXXXXX/ (a loadable model checkpoint + trainer_state.pt, each folder
 written under a temporary name and renamed), OUTPUT/model/ (the final model), OUTPUT/metrics.jsonl,
-OUTPUT/tensorboard/. Exit codes: 0 done, 2 bad configuration or data, 3 non-finite loss.
+OUTPUT/loss.png, OUTPUT/tensorboard/. Exit codes: 0 done, 2 bad configuration or data, 3 non-finite loss.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from pixelvla_ros.preprocessing import NormStats, PreprocessConfig, Preprocessor
 from ..annotation.format import iter_samples, list_shards
 from .config import TrainConfig, TrainConfigError, load_config
 from .data import Example, batches, count_episodes
+from .loss_plot import plot_loss
 
 TRAINER_STATE = "trainer_state.pt"
 # Gathered state under FSDP: every tensor whole and on the CPU, on rank 0 only (the others get {}), so a
@@ -398,6 +399,7 @@ class Trainer:
         if writer is not None:
             writer.close()
             metrics.close()
+            plot_loss({self.output.name: self.output}, self.output / "loss.png")
         return 0
 
 

@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--realtime-priority",
         type=int,
-        default=EmulatorConfig.realtime_priority,
-        help="SCHED_FIFO priority of the controller tick thread, 1-99 (0: normal scheduling)",
+        default=80,
+        help="SCHED_FIFO priority of the controller tick thread, 1-99 (0: normal scheduling; a refusal by "
+        "the OS is logged and the emulator runs at normal priority)",
     )
     p.add_argument("--rtde-port", type=int, default=30004)
     p.add_argument("--dashboard-port", type=int, default=29999)

@@ -55,8 +55,10 @@ class EmulatorConfig:
     test_hooks: bool = True  # "emulator <hook>" dashboard commands
     spin_s: float = 0.0003  # busy-wait this long before each tick deadline (tick regularity vs CPU)
     # SCHED_FIFO priority of the tick thread (0 = normal scheduling): a controller runs its RTDE loop on a
-    # real-time kernel; without the permission the emulator logs it and runs at normal priority.
-    realtime_priority: int = 80
+    # real-time kernel; without the permission the emulator logs it and runs at normal priority. Off here
+    # (tests: on an overloaded machine a real-time emulator trips the watchdog of a starved client); the
+    # ur_emulator command and the jitter benchmark turn it on.
+    realtime_priority: int = 0
     record_max: int = 50000
     gil_switch_s: float = 0.0005  # sys.setswitchinterval in the emulator's process
     extra: dict = field(default_factory=dict)

@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emulator tick overruns (>50 ms late): {state['tick_overruns']}")
     print(
         f"SCHED_FIFO: emulator tick {state.get('tick_realtime', 'n/a (external emulator)')}, "
-        f"receiver {stream['realtime']}, driver loop {'requested' if args.rt_priority > 10 else 'off'} "
-        f"(priority {args.rt_priority}; a refusal is logged)"
+        f"receiver {stream['realtime']} (priority {args.rt_priority}), driver loop "
+        f"{f'requested at priority {driver_rt}' if driver_rt else 'off'} (a refusal is logged)"
     )
     sl, sp = np.array(lat["servoL_ms"]), np.array(lat["speedL_ms"])
     print("\ncommand-to-motion latency (call returned -> actual_TCP_pose changes), ms")

@@ -1,4 +1,5 @@
-"""ChunkTimeline: which action covers a time, dropping the past, newest chunk wins; TCP waypoints."""
+"""ChunkTimeline: which action covers a time, dropping the past, newest chunk wins (once a started one has
+run its committed steps); TCP waypoints."""
 
 from __future__ import annotations
 
@@ -37,6 +38,47 @@ def test_newest_chunk_wins_where_chunks_overlap() -> None:
     assert tl.action_at(10.15)[1] == pytest.approx(0.0)  # step 0 of the newer chunk
 
 
+def test_a_started_chunk_keeps_control_for_its_committed_steps() -> None:
+    """commit_steps=3, a new chunk every period (as the policy node publishes them): the arm executes steps
+    0, 1, 2 of one chunk, then steps 0, 1, 2 of the newest, like evaluate --execute-steps 3."""
+    tl = ChunkTimeline(commit_steps=3)
+    executed = []
+    for n in range(7):
+        t = 10.0 + 0.1 * n
+        tl.add(chunk(t, n=8, dx=0.001 * (n + 1)))
+        executed.append(tl.action_at(t + 0.05))  # the actuation delay after the frame
+    source = [round(a[0] * 1000) - 1 for a in executed]  # index of the frame whose chunk acted
+    steps = [round(a[1] * 1000) for a in executed]
+    assert source == [0, 0, 0, 3, 3, 3, 6]
+    assert steps == [0, 1, 2, 0, 1, 2, 0]
+    assert tl.newest().t0 == pytest.approx(10.6)  # liveness is judged on the newest chunk regardless
+
+
+def test_commitment_ends_with_the_chunk_and_on_clear() -> None:
+    tl = ChunkTimeline(commit_steps=4)
+    tl.add(chunk(10.0, n=2, dx=0.01))
+    assert tl.action_at(10.05)[0] == pytest.approx(0.01)
+    tl.add(chunk(10.1, n=4, dx=0.02))
+    assert tl.action_at(10.15)[0] == pytest.approx(0.01)  # step 1 of the started chunk
+    assert tl.action_at(10.25)[0] == pytest.approx(0.02)  # it has run out: the newer chunk's step 1
+    assert tl.action_at(10.25)[1] == pytest.approx(1e-3)
+    tl.clear()
+    assert tl.action_at(10.3) is None
+    tl.add(chunk(10.3, dx=0.03))
+    assert tl.action_at(10.35)[0] == pytest.approx(0.03)
+    with pytest.raises(ValueError, match="commit_steps"):
+        ChunkTimeline(commit_steps=-1)
+
+
+def test_without_commitment_a_newer_chunk_takes_over_mid_step() -> None:
+    """commit_steps=0 (the UR driver at 500 Hz can use it): a chunk arriving mid-step acts at once."""
+    tl = ChunkTimeline()
+    tl.add(chunk(10.0, dx=0.01))
+    assert tl.action_at(10.12)[0] == pytest.approx(0.01)
+    tl.add(chunk(10.1, dx=0.02))
+    assert tl.action_at(10.13)[0] == pytest.approx(0.02)
+
+
 def test_refuses_unsafe_and_out_of_order_chunks() -> None:
     tl = ChunkTimeline()
     bad = chunk(10.0).actions.copy()
@@ -58,10 +100,8 @@ def test_waypoints_integrate_deltas_and_interpolate() -> None:
     a[:, 0] = 0.01
     a[:, 5] = 0.1  # yaw 0.1 rad per step about the base z axis
     a[2:, 6] = 1.0
-    tl = ChunkTimeline()
-    tl.add(TimedChunk(5.0, 0.1, a))
     R0 = rotvec_to_matrix(np.array([np.pi, 0.0, 0.0]))  # tool pointing down
-    wp = tl.waypoints(np.array([0.5, 0.0, 0.3]), R0, 0.0)
+    wp = TimedChunk(5.0, 0.1, a).waypoints(np.array([0.5, 0.0, 0.3]), R0, 0.0)
     pos, R, grip = wp.sample(5.4)
     assert pos == pytest.approx([0.54, 0.0, 0.3])
     assert matrix_to_rotvec(R @ R0.T) == pytest.approx([0, 0, 0.4], abs=1e-9)  # base-frame increments

@@ -77,6 +77,7 @@ def running_driver(emu: EmulatorProcess, **kwargs) -> Iterator[UrController]:
     config = UrDriverConfig(
         robot_ip=emu.host,
         enable_actuation=kwargs.pop("enable_actuation", True),
+        commit_steps=kwargs.pop("commit_steps", 0),
         watchdog_min_frequency=WATCHDOG_HZ,
         reconnect_backoff_min=0.2,
         reconnect_backoff_max=0.8,
@@ -143,6 +144,31 @@ def test_stale_chunk_halts_within_two_cycles(emu: EmulatorProcess) -> None:
     assert len(during) > 20 and all(r.fresh and not r.command.halted for r in during)
     assert not after[0].fresh and after[1].command.halted  # the filter's stale_cycles = 2
     assert "no fresh command" in after[1].command.reasons[0]
+
+
+@pytest.mark.parametrize("commit_steps", [0, 3])
+def test_a_newer_chunk_takes_over_after_the_committed_steps(emu: EmulatorProcess, commit_steps: int) -> None:
+    """Chunk A moves +x, chunk B (from a later image) -x. Without commitment B's waypoints take over at once;
+    with commit_steps=3 the arm follows A until 3 of A's steps have run, then B."""
+    reports: list[CycleReport] = []
+    with running_driver(
+        emu, enable_actuation=False, on_cycle=reports.append, commit_steps=commit_steps
+    ) as driver:
+        time.sleep(0.3)  # measured poses to integrate the chunks from
+        now = time.monotonic()
+        a = _chunk(now - 0.15, step=(0.008, 0.0, 0.0))  # starts at its step 1
+        driver.submit(a)
+        assert _wait(lambda: any(r.t > now for r in reports), 2.0)
+        driver.submit(_chunk(time.monotonic() - 0.01, step=(-0.008, 0.0, 0.0)))
+        switched = a.t0 + 0.4  # A started at its step 1: steps 1, 2, 3 are committed
+        assert _wait(lambda: any(r.t > switched + 0.4 for r in reports), 3.0)
+    x = {r.t: r.pose[0] for r in reports}
+    at = lambda t: x[min(x, key=lambda s: abs(s - t))]  # noqa: E731
+    if commit_steps:
+        assert at(switched - 0.02) > at(switched - 0.15) + 0.005  # still going +x with A
+        assert at(switched + 0.35) < at(switched) - 0.005  # then -x with B (braking first)
+    else:
+        assert at(switched - 0.02) < at(switched - 0.15) - 0.005  # B at once
 
 
 def test_stalled_driver_trips_the_watchdog_and_the_arm_stops(emu: EmulatorProcess) -> None:

@@ -4,9 +4,10 @@ Like a real cell, the simulator runs at its own control rate and does not wait f
 period n starting at t_n:
   1. `capture(t_n)`: the camera frame and the arm state of t_n (the node publishes them stamped t_n);
   2. the policy answers with a chunk whose step k covers [t_n + k dt, t_n + (k + 1) dt);
-  3. `step(t_n)`, called a fixed actuation delay after t_n: the action covering t_n from the newest chunk
-     goes through the SafetyFilter and moves the arm for one period. A chunk that arrives after the delay
-     is not used for t_n (its step 0 is in the past); older chunks still cover t_n with their later steps.
+  3. `step(t_n)`, called a fixed actuation delay after t_n: the action covering t_n from the chunk in
+     control (the newest, or a started one for its first `commit_steps` steps: ChunkTimeline) goes through
+     the SafetyFilter and moves the arm for one period. A chunk that arrives after the delay is not used
+     for t_n (its step 0 is in the past); older chunks still cover t_n with their later steps.
 A command counts as fresh only when its chunk was computed from an image at most `max_command_age` old:
 when the camera or the policy stops, the filter halts the arm within two periods (SafetyLimits.stale_cycles).
 """
@@ -61,13 +62,14 @@ class SimDriver:
         limits: SafetyLimits,
         image_size: int,
         max_command_age: float,
+        commit_steps: int = 0,
     ) -> None:
         self.env = TabletopEnv(replace(calibrated_config(config), image_sizes=(image_size,)), seed, split)
         self.image_size = int(image_size)
         self.period = self.env.config.action_space.dt
         self.limits = limits
         self.max_command_age = float(max_command_age)
-        self.timeline = ChunkTimeline(limits)
+        self.timeline = ChunkTimeline(limits, commit_steps)
         self.filter = SafetyFilter(limits, self.period)
         self.success = False
         self.steps = 0

@@ -9,12 +9,12 @@
 
 Structured like diffusion_policy's RTDE interpolation controller: one thread at the robot's rate (500 Hz
 e-Series, 125 Hz CB3, paced by ur_rtde's initPeriod/waitPeriod). Each cycle reads the measured TCP pose and
-the safety state, samples the newest chunk's waypoints at now, turns that target into this cycle's motion
-(the chunk's own motion plus closing the gap to the last command within braking distance), limits it with
-SafetyFilter and streams servoL. A chunk's waypoints are integrated from the TCP pose measured at its image
-stamp (a short time-stamped history of measured poses is kept), so the policy's deltas apply to the pose it
-saw; steps whose interval has passed are never executed (ChunkTimeline). All times are on the injected
-clock, the clock of the chunks' image stamps (the node passes ROS time).
+the safety state, samples the waypoints of the chunk in control (ChunkTimeline) at now, turns that target
+into this cycle's motion (the chunk's own motion plus closing the gap to the last command within braking
+distance), limits it with SafetyFilter and streams servoL. A chunk's waypoints are integrated from the TCP
+pose measured at its image stamp (a short time-stamped history of measured poses is kept), so the policy's
+deltas apply to the pose it saw; steps whose interval has passed are never executed (ChunkTimeline). All
+times are on the injected clock, the clock of the chunks' image stamps (the node passes ROS time).
 
 States:
   CONNECTING, RECONNECTING  no connection: retried with exponential back-off; chunks refused.
@@ -130,6 +130,7 @@ class UrDriverConfig:
     pose_history_s: float = 2.0  # s of measured poses kept: chunks from older images are refused
     max_stamp_lead: float = 0.05  # s an image stamp may lead the driver clock before the clocks are doubted
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, 1-99 (0: normal scheduling)
+    commit_steps: int = 0  # a started chunk keeps control for this many steps (ChunkTimeline; 0: newest wins)
     limits: SafetyLimits = field(default_factory=SafetyLimits)
 
     def __post_init__(self) -> None:
@@ -147,6 +148,7 @@ class UrDriverConfig:
             ("pose_history_s", self.pose_history_s, 0.1, 60.0),
             ("max_stamp_lead", self.max_stamp_lead, 0.0, 1.0),
             ("realtime_priority", self.realtime_priority, 0, 99),
+            ("commit_steps", self.commit_steps, 0, 64),
         )
         for name, value, lo, hi in checks:
             if not (math.isfinite(value) and lo <= value <= hi):
@@ -223,8 +225,8 @@ class UrController:
         self._on_cycle = on_cycle
         self._dt = 1.0 / config.frequency
         self._filter = SafetyFilter(config.limits, self._dt)
-        self._timeline = ChunkTimeline(config.limits)
-        self._waypoints: Waypoints | None = None
+        self._timeline = ChunkTimeline(config.limits, config.commit_steps)
+        self._waypoints: list[tuple[TimedChunk, Waypoints]] = []  # of the chunks the timeline holds
         self._history: collections.deque[tuple[float, np.ndarray]] = collections.deque(
             maxlen=max(2, int(config.pose_history_s * config.frequency))
         )
@@ -333,8 +335,9 @@ class UrController:
                     f"no measured TCP pose at image stamp {chunk.t0:.3f} (history starts at {oldest:.3f}): "
                     "the chunk is too old or its image precedes the last (re)connection"
                 )
-            self._timeline.add(chunk)  # safety.check_chunk; stamps must not go back
-            self._waypoints = self._timeline.waypoints(start[:3], rotvec_to_matrix(start[3:]), self._gripper)
+            held = self._timeline.add(chunk)  # safety.check_chunk; stamps must not go back
+            waypoints = held.waypoints(start[:3], rotvec_to_matrix(start[3:]), self._gripper)
+            self._waypoints.append((held, waypoints))
             self._accepted += 1
 
     def _pose_at(self, t: float) -> np.ndarray | None:
@@ -426,7 +429,7 @@ class UrController:
         self._position, self._rotation = pose[:3].copy(), rotvec_to_matrix(pose[3:])
         with self._lock:
             self._timeline.clear()
-            self._waypoints = None
+            self._waypoints = []
             self._command = None
             self._command_pose = pose.copy()
         self._set_state(DriverState.RUNNING, "armed at the measured pose: moves while a chunk covers now")
@@ -474,8 +477,9 @@ class UrController:
     def _control(self, now: float) -> None:
         cfg = self.config
         with self._lock:
-            covered = self._timeline.action_at(now) is not None  # also forgets chunks entirely in the past
-            waypoints = self._waypoints if covered else None
+            chunk = self._timeline.chunk_at(now)  # also forgets chunks entirely in the past
+            self._waypoints = [(c, w) for c, w in self._waypoints if c.t_end > now]
+            waypoints = next((w for c, w in self._waypoints if c is chunk), None)
         target = waypoints.sample(now) if waypoints is not None else None
         if target is None:
             command = self._filter.step(None)
@@ -560,14 +564,14 @@ class UrController:
             c.servoStop()
         with self._lock:
             self._timeline.clear()
-            self._waypoints = None
+            self._waypoints = []
         self._set_state(DriverState.FAULT, reason)
 
     def _lose_connection(self, reason: str) -> None:
         with self._lock:
             self._connected = False
             self._timeline.clear()
-            self._waypoints = None
+            self._waypoints = []
             self._history.clear()
             self._last_start = None
         self._set_state(DriverState.RECONNECTING, reason)

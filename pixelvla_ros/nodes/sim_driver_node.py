@@ -87,6 +87,13 @@ class SimDriverNode(Node):
             "halt when the newest chunk's image is older, s",
             floating=(0.05, 2.0),
         )
+        commit_steps = declare(
+            self,
+            "commit_steps",
+            4,
+            "a started chunk keeps control for this many steps, then the newest takes over (0: newest wins)",
+            integer=(0, 64),
+        )
         limits = SafetyLimits(
             max_linear_speed=declare(self, "safety.max_linear_speed", 0.5, "m/s", floating=(0.01, 2.0)),
             max_linear_acceleration=declare(
@@ -108,7 +115,9 @@ class SimDriverNode(Node):
         if split not in ("eval", "train"):
             raise ValueError(f"split must be eval or train, got {split!r}")
         self.seed = episode_seed(split, episode)
-        self.driver = SimDriver(TaskConfig(family=family), self.seed, split, limits, size, max_age)
+        self.driver = SimDriver(
+            TaskConfig(family=family), self.seed, split, limits, size, max_age, commit_steps
+        )
         self.reset_requested = threading.Event()  # the control thread owns the simulator and its GL context
         self.reset_requested.set()
         self.lock = threading.Lock()

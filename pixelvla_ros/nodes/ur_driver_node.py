@@ -107,6 +107,12 @@ PARAMETERS = (
         integer=(0, 99),
     ),
     Param(
+        "commit_steps",
+        4,  # as the packaged checkpoint was evaluated (evaluate --execute-steps 4)
+        "a started chunk keeps control for this many steps, then the newest takes over (0: newest wins)",
+        integer=(0, 64),
+    ),
+    Param(
         "state_publish_rate",
         50.0,
         "Hz of tcp_pose, joint_states and gripper_command (the control loop runs at rtde_frequency)",
@@ -212,6 +218,7 @@ class UrDriverNode(Node):
             reconnect_backoff_min=p["reconnect.backoff_min"],
             reconnect_backoff_max=p["reconnect.backoff_max"],
             realtime_priority=p["realtime_priority"],
+            commit_steps=p["commit_steps"],
             limits=limits,
         )
         self.base_frame = p["base_frame"]

@@ -33,10 +33,10 @@ def tcp_x(d: SimDriver) -> float:
 
 
 def test_capture_is_a_camera_frame_with_its_model(driver: SimDriver) -> None:
-    s = driver.capture(12.5)
+    s = driver.capture()
     assert s.rgb.shape == (64, 64, 3) and s.rgb.dtype == np.uint8
     assert (s.camera.width, s.camera.height) == (64, 64)
-    assert s.t == 12.5 and s.tcp_pose.shape == (4, 4)
+    assert s.tcp_pose.shape == (4, 4)
 
 
 def test_calibrated_camera_is_the_same_in_every_episode() -> None:
@@ -44,7 +44,7 @@ def test_calibrated_camera_is_the_same_in_every_episode() -> None:
     for i in (0, 1):
         d = SimDriver(TaskConfig(family="pick_prompted"), episode_seed("eval", i), "eval", LIMITS, 64, 0.25)
         d.reset()
-        poses.append(d.capture(0.0).camera.T_base_camera)
+        poses.append(d.capture().camera.T_base_camera)
     assert np.allclose(poses[0], poses[1])
 
 

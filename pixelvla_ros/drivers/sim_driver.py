@@ -2,7 +2,8 @@
 
 Like a real cell, the simulator runs at its own control rate and does not wait for the policy. Each control
 period n starting at t_n:
-  1. `capture(t_n)`: the camera frame and the arm state of t_n (the node publishes them stamped t_n);
+  1. `capture()`: the camera frame and the arm state of t_n (the node publishes them stamped t_n; the state
+     of t_n is final once period n - 1 is stepped, so the node renders it ahead);
   2. the policy answers with a chunk whose step k covers [t_n + k dt, t_n + (k + 1) dt);
   3. `step(t_n)`, called a fixed actuation delay after t_n: the action covering t_n from the chunk in
      control (the newest, or a started one for its first `commit_steps` steps: ChunkTimeline) goes through
@@ -36,7 +37,6 @@ def calibrated_config(config: TaskConfig) -> TaskConfig:
 
 @dataclass(frozen=True)
 class SimArmState:
-    t: float  # s, the stamp the frame and state are published with
     rgb: np.ndarray  # (size, size, 3) uint8
     camera: CameraModel
     tcp_pose: np.ndarray  # (4, 4) base frame
@@ -88,10 +88,9 @@ class SimDriver:
         """Raises UnsafeChunkError / ValueError (the node logs and counts the refusal)."""
         self.timeline.add(chunk)
 
-    def capture(self, t: float) -> SimArmState:
+    def capture(self) -> SimArmState:
         env = self.env
         return SimArmState(
-            t,
             env.render("scene", self.image_size),
             env.camera_info("scene", self.image_size),
             env.tcp_pose(),

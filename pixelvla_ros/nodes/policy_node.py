@@ -28,9 +28,9 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 
@@ -54,6 +54,7 @@ from pixelvla_ros.prompts import VisualPrompt, describe_prompts
 
 FRAME_HISTORY_S = 30.0  # prompts may refer to any frame this recent (a user takes seconds to click)
 STATE_HISTORY_S = 2.0  # arm states kept to find the one taken with a frame
+FEEDBACK_PERIOD_S = 0.2  # RunTask feedback
 STATE_WAIT_S = 0.02  # how long a frame waits for the arm state of its own instant (a separate topic)
 
 
@@ -170,7 +171,6 @@ class PolicyNode(Node):
             execute_callback=self.execute_task,
             goal_callback=self.on_goal,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
         )
         self.running = True
         self.thread = threading.Thread(target=self.inference_loop, name="pixelvla_inference", daemon=True)
@@ -338,7 +338,16 @@ class PolicyNode(Node):
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
-    def execute_task(self, goal_handle) -> RunTask.Result:  # noqa: ANN001 - rclpy ServerGoalHandle
+    async def sleep(self, seconds: float) -> None:
+        """Wait without holding the executor: the node spins on one thread (main)."""
+        woken = Future()
+        timer = self.create_timer(seconds, lambda: woken.done() or woken.set_result(None))
+        try:
+            await woken
+        finally:
+            self.destroy_timer(timer)
+
+    async def execute_task(self, goal_handle) -> RunTask.Result:  # noqa: ANN001 - rclpy ServerGoalHandle
         goal = goal_handle.request
         self.task_instruction, self.require_prompt = goal.instruction, goal.require_prompt
         self.published = self.refused = 0
@@ -366,7 +375,7 @@ class PolicyNode(Node):
                     last_model_latency_s=self.latencies[-1] if self.latencies else 0.0,
                 )
                 goal_handle.publish_feedback(feedback)
-                time.sleep(0.2)
+                await self.sleep(FEEDBACK_PERIOD_S)
         finally:
             self.task_active = False
             with self.lock:
@@ -419,4 +428,6 @@ class PolicyNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     # Any startup failure (e.g. CheckpointError) is reported with its reason rather than a traceback.
-    return run_node(PolicyNode, "policy_node", 3, (Exception,), args)
+    # One executor thread: the multi-threaded executor took 3-4 ms more to deliver each image to on_image
+    # (bench.e2e_latency); nothing here blocks (inference has its own thread, the task action awaits).
+    return run_node(PolicyNode, "policy_node", 1, (Exception,), args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import rclpy
@@ -27,6 +28,11 @@ def run_node(
         get_logger(name).fatal(f"cannot start: {type(e).__name__}: {e}")
         rclpy.try_shutdown()
         return 2
+    # What exists now (the model, torch, the ROS entities) lives as long as the node: frozen out of the
+    # collector, whose full collections otherwise scan it all and stopped the policy node for 180-300 ms
+    # (every Python thread waits for them): the end-to-end latency's tail (bench.e2e_latency).
+    gc.collect()
+    gc.freeze()
     executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
     executor.add_node(node)
     try:

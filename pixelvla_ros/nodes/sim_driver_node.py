@@ -186,24 +186,30 @@ class SimDriverNode(Node):
             self.driver.env.close()  # GL contexts belong to this thread
 
     def run_periods(self) -> None:
+        """Period n: at t_n publish the frame and arm state of t_n, at t_n + actuation_delay execute the
+        period's action, then render the frame of t_(n+1). That state is final once period n is stepped, so
+        the frame is rendered ahead and published on time: the simulated camera has no readout latency, and
+        its render time does not count in the stack's latency (a real camera's readout is its own)."""
         period = self.driver.period
         next_tick = time.monotonic()
+        state = None
         while self.running and rclpy.ok():
-            if self.reset_requested.is_set():
+            if self.reset_requested.is_set() or state is None:
                 self.reset_requested.clear()
                 with self.lock:
                     self.driver.reset(self.seed)
+                state = self.driver.capture()
                 self.publish_task()
                 self.get_logger().info(f"episode started: {self.driver.task.instruction!r}")
                 next_tick = time.monotonic()
+            time.sleep(max(0.0, next_tick - time.monotonic()))
             t = self.get_clock().now().nanoseconds * 1e-9
-            with self.lock:
-                state = self.driver.capture(t)
-            self.publish_state(state)
+            self.publish_state(state, t)
             time.sleep(max(0.0, next_tick + self.delay - time.monotonic()))
             with self.lock:
                 was_success = self.driver.success
                 self.last_report = self.driver.step(t)
+            state = self.driver.capture()  # on_chunk only touches the timeline: no lock while rendering
             if self.driver.success != was_success or self.driver.steps % 10 == 0:
                 self.publish_task()
             next_tick += period
@@ -211,10 +217,9 @@ class SimDriverNode(Node):
             if late > period:  # overran a whole period (machine overloaded): do not try to catch up
                 self.get_logger().warning(f"control loop {late:.3f} s late; skipping ahead")
                 next_tick = time.monotonic()
-            time.sleep(max(0.0, next_tick - time.monotonic()))
 
-    def publish_state(self, s: SimArmState) -> None:
-        stamp = sec_to_stamp(s.t)
+    def publish_state(self, s: SimArmState, t: float) -> None:
+        stamp = sec_to_stamp(t)
         # The arm state first: a policy starts on an image and wants the state of the same instant.
         self.pub_pose.publish(pose_msg(s.tcp_pose, stamp, self.base_frame))
         self.pub_joints.publish(joint_state_msg(s.joint_positions, s.gripper, stamp))
@@ -247,4 +252,4 @@ class SimDriverNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(SimDriverNode, "sim_driver", 2, (ValueError,), args)
+    return run_node(SimDriverNode, "sim_driver", 1, (ValueError,), args)  # no callback blocks

@@ -438,8 +438,14 @@ def test_overlay_shows_prompt_and_motion_and_clear_removes_the_prompt(
     markers = wait_for(lambda: [a for a in peer.got["markers"] if len(a.markers) == 1], "markers deleted")
     assert markers[-1].markers[0].action == Marker.DELETEALL
     wait_for(lambda: not shows_prompt(), "the overlay without the prompt")
-    status = peer.diagnostic(lambda s: values(s)["prompt"] == "cleared", "the prompt reported cleared")
-    assert status.level == DiagnosticStatus.OK
+
+    def cleared_with_a_fresh_image(s: DiagnosticStatus) -> bool:
+        # a loaded machine can delay the peer's camera past max_image_age: a WARN that says so, not this test
+        kv = values(s)
+        return kv["prompt"] == "cleared" and float(kv["image_age_s"]) < PARAMS["max_image_age"]
+
+    status = peer.diagnostic(cleared_with_a_fresh_image, "the prompt reported cleared")
+    assert status.level == DiagnosticStatus.OK, status.message
     assert len(peer.got["prompt"]) == 1, "clearing publishes no prompt"
 
 

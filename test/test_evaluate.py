@@ -86,6 +86,11 @@ def test_expert_reference_succeeds(tmp_path) -> None:
     assert all(c["rate"] == 1.0 for c in report["cells"]), [e["reason"] for e in report["episodes"]]
     assert report["overall"]["successes"] == 6
     assert "gif" not in report["artifacts"]
+    for e in report["episodes"]:  # the expert closes on the untouched target (the grasp-attempt record)
+        close = e["first_close"]
+        assert close is not None and close["step"] > 0, e
+        assert np.hypot(*close["tcp_minus_target_m"][:2]) < 0.015 and close["target_moved_m"] < 0.005, e
+        assert e["target_moved_m"] > 0.03, e  # lifted or carried
 
 
 def test_ground_truth_prompts_mark_the_entity() -> None:

@@ -17,6 +17,10 @@ Actions go through pixelvla_ros.policy: Policy.predict_chunk (one preprocessing 
 ChunkExecutor (open loop for --execute-steps, optional temporal ensembling). A step without a valid
 chunk holds the arm (zero motion, gripper unchanged) and the chunk is asked for again next step.
 
+Each episode's record also holds its first grasp attempt (the step the gripper was first told to close,
+the TCP minus the target there, how far the target had been pushed by then) and how far the target moved
+in all: what a failure started with.
+
 Writes into --out: report.json (layout in `build_report`), success.png (bar chart, error bars = 95%
 Wilson CI), episodes.gif (a few episodes, prompt drawn, instruction as caption). Prints the table and
 the episodes/min figure (the evaluation benchmark).
@@ -223,6 +227,8 @@ def run_episode(
 
     grab(0)
     res = None
+    target_start = env.object_pose(inp.target)[:3, 3].copy()
+    first_close = None  # where the gripper was first told to close: the grasp attempt a failure starts with
     for t in range(env.config.max_steps):
         if executor.needs_query(t):
             chunk = agent.query(obs, obs.images[key], inp)
@@ -238,6 +244,13 @@ def run_episode(
             holds += 1
             action = np.zeros(ACTION_DIM)
             action[GRIPPER] = obs.gripper_cmd
+        if first_close is None and action[GRIPPER] > 0.5 >= obs.gripper_cmd:
+            target = env.object_pose(inp.target)[:3, 3]
+            first_close = {
+                "step": t,
+                "tcp_minus_target_m": np.round(env.tcp_pose()[:3, 3] - target, 4).tolist(),
+                "target_moved_m": round(float(np.linalg.norm(target - target_start)), 4),
+            }
         res = env.step(action)
         obs = res.observation
         if res.done:
@@ -270,6 +283,8 @@ def run_episode(
         "first_invalid_reason": first_invalid,
         "hold_steps": holds,
         "mean_latency_s": float(np.mean(latencies)) if latencies else None,
+        "first_close": first_close,  # None: the gripper was never closed
+        "target_moved_m": round(float(np.linalg.norm(env.object_pose(inp.target)[:3, 3] - target_start)), 4),
     }
 
 

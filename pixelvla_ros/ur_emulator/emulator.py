@@ -53,6 +53,7 @@ class EmulatorConfig:
     tcp_speed_limit: float = 1.5  # m/s
     joint_speed_limit: float = 3.3336  # rad/s
     test_hooks: bool = True  # "emulator <hook>" dashboard commands
+    compute_lead_s: float = 0.001  # a tick's state and packages are computed this long before its deadline
     spin_s: float = 0.0003  # busy-wait this long before each tick deadline (tick regularity vs CPU)
     # SCHED_FIFO priority of the tick thread (0 = normal scheduling): a controller runs its RTDE loop on a
     # real-time kernel; without the permission the emulator logs it and runs at normal priority. Off here
@@ -169,40 +170,46 @@ class Emulator:
 
     # -- controller tick -------------------------------------------------------------------------------
     def _tick_loop(self) -> None:
+        """Each tick's state and data packages are computed `compute_lead_s` before its deadline and sent at
+        the deadline, so the stream's period does not vary with the time the computing takes (other threads
+        hold the GIL and the lock at times): a controller's output is as regular as its clock."""
         self.tick_realtime = make_thread_realtime(self.config.realtime_priority)
         period = self.state.period
-        next_t = time.monotonic()
-        last = next_t
-        spin = self.config.spin_s
+        lead, spin = self.config.compute_lead_s, self.config.spin_s
+        next_t = time.monotonic() + period
+        last = next_t - period
         while not self._stop.is_set():
-            now = time.monotonic()
+            remaining = next_t - lead - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
             with self.lock:
-                dt = min(max(now - last, 0.0), 5 * period)
-                last = now
+                dt = min(max(next_t - last, 0.0), 5 * period)
+                last = next_t
                 st = self.state
                 if dt > 0:
                     st.step(dt)
                 if self.program is not None and st.runtime_state == rs.RUNTIME_PLAYING:
                     try:
-                        self.program.tick(now)
+                        self.program.tick(next_t)
                     except Exception:  # noqa: BLE001 - a bug in the emulation must not kill the controller
                         log.exception("control script emulation failed; program stopped")
                         self.stop_program("internal emulator error", level=logging.ERROR)
                 snap = self.snapshot()
                 tick = st.ticks
-                delay = self.output_delay if now < self.output_delay_until else 0.0
-            if now >= self.stall_until:
-                self.rtde.stream(tick, snap, now, delay)
-            next_t += period
-            remaining = next_t - time.monotonic()
-            if remaining < -0.05:
-                self.tick_overruns += 1
-                next_t = time.monotonic()
-                continue
-            if remaining > spin:
-                time.sleep(remaining - spin)
+                delay = self.output_delay if next_t < self.output_delay_until else 0.0
+                stalled = next_t < self.stall_until
+            prepared = [] if stalled else self.rtde.prepare(tick, snap, next_t, delay)
+            remaining = next_t - spin - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
             while time.monotonic() < next_t:
                 pass
+            self.rtde.send(prepared)
+            next_t += period
+            if time.monotonic() - next_t > 0.05:  # the process was stopped or starved: restart the clock
+                self.tick_overruns += 1
+                next_t = time.monotonic() + period
+                last = next_t - period
 
     def snapshot(self):
         """Values of all model-backed output fields for this tick; a function name -> value."""

@@ -191,10 +191,11 @@ class RTDEConnection:
         self.emu.apply_inputs(values, self.cid, rid)
 
     # -- streaming (tick thread) ----------------------------------------------------------------------
-    def stream(self, tick: int, snap, now: float, delay: float) -> None:
+    def prepare(self, tick: int, snap, now: float, delay: float) -> bytes:
+        """This tick's data package for this client (b"" when none is due), built ahead of the deadline."""
         recipe = self.output
         if not self.started or recipe is None or tick % self.divider:
-            return
+            return b""
         flat: list = []
         for name, n in zip(recipe.names, recipe.counts, strict=True):
             v = snap(name)
@@ -206,15 +207,18 @@ class RTDEConnection:
             body = recipe.struct.pack(*flat)
         except struct.error as e:
             log.error("%s: cannot pack outputs: %s", self, e)
-            return
+            return b""
         data = rp.pack_package(rp.RTDE_DATA_PACKAGE, b"\x01" + body)
         if delay > 0 or self.delayed:
             self.delayed.append((now + delay, data))
             data = b""
             while self.delayed and self.delayed[0][0] <= now:
                 data += self.delayed.popleft()[1]
-            if not data:
-                return
+        return data
+
+    def send(self, data: bytes) -> None:
+        if not data:
+            return
         if not self.send_lock.acquire(blocking=False):
             self.dropped += 1
             return
@@ -295,9 +299,13 @@ class RTDEServer:
             except OSError:
                 pass
 
-    def stream(self, tick: int, snap, now: float, delay: float) -> None:
-        for conn in self.connections():
-            conn.stream(tick, snap, now, delay)
+    def prepare(self, tick: int, snap, now: float, delay: float) -> list[tuple[RTDEConnection, bytes]]:
+        return [(conn, conn.prepare(tick, snap, now, delay)) for conn in self.connections()]
+
+    @staticmethod
+    def send(prepared: list[tuple[RTDEConnection, bytes]]) -> None:
+        for conn, data in prepared:
+            conn.send(data)
 
 
 def wait_closed(conn: RTDEConnection, timeout: float = 1.0) -> bool:

@@ -337,7 +337,8 @@ class UrController:
                 )
             held = self._timeline.add(chunk)  # safety.check_chunk; stamps must not go back
             waypoints = held.waypoints(start[:3], rotvec_to_matrix(start[3:]), self._gripper)
-            self._waypoints.append((held, waypoints))
+            # pruned here, at the policy's rate, not in the 500 Hz loop
+            self._waypoints = [(c, w) for c, w in self._waypoints if c.t_end > now] + [(held, waypoints)]
             self._accepted += 1
 
     def _pose_at(self, t: float) -> np.ndarray | None:
@@ -478,7 +479,6 @@ class UrController:
         cfg = self.config
         with self._lock:
             chunk = self._timeline.chunk_at(now)  # also forgets chunks entirely in the past
-            self._waypoints = [(c, w) for c, w in self._waypoints if c.t_end > now]
             waypoints = next((w for c, w in self._waypoints if c is chunk), None)
         target = waypoints.sample(now) if waypoints is not None else None
         if target is None:

@@ -31,6 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
+from pixelvla_ros.click_projection import STALE_IMAGE  # noqa: E402
 from pixelvla_ros.drivers.sim_driver import calibrated_config  # noqa: E402
 from pixelvla_ros.nodes.conversions import (  # noqa: E402
     chunk_to_msg,
@@ -53,6 +54,7 @@ BASE = PARAMS["base_frame"]
 # test ages its frames by 2 s, beyond this too.
 RIG_MAX_IMAGE_AGE = 1.5
 SIZE = 96
+STALE_RETRIES = 3
 TIMEOUT = 15.0  # s; generous for a loaded 2-core machine, a passing run takes a fraction of it
 
 
@@ -118,6 +120,7 @@ class Peer:
         self.info: CameraInfo | None = None
         self.stamp_offset = 0.0  # s added to "now" in the camera's stamps
         self.image_stamps: set[tuple[int, int]] = set()  # (sec, nanosec) of every image published
+        self.clicks_refused = 0  # the node's clicks_rejected count after the last refusal seen
         self.got: dict[str, list] = {"prompt": [], "markers": [], "overlay": [], "diag": []}
         self.image_pub = node.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
         self.info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
@@ -197,21 +200,64 @@ class Peer:
     def rqt_click(self, u: float, v: float) -> None:
         self.pixel_pub.publish(Point(x=float(u), y=float(v), z=0.0))
 
-    def next_prompt(self, after: int) -> VisualPrompt:
-        return wait_for(
-            lambda: self.got["prompt"][after] if len(self.got["prompt"]) > after else None, "a prompt"
-        )
+    def _outcome(self, click: Callable[[], None], what: str) -> VisualPrompt | DiagnosticStatus:
+        """Make ``click``; the prompt it produced, or the diagnostic status that counts its refusal.
+
+        Every click before this one has been answered (a prompt, or a refusal seen in /diagnostics), so a
+        rise in ``clicks_rejected`` past the count seen so far is this click's refusal.
+        """
+        prompts, refused = len(self.got["prompt"]), self.clicks_refused
+        diag_start = len(self.got["diag"])
+        click()
+
+        def answered() -> VisualPrompt | DiagnosticStatus | None:
+            if len(self.got["prompt"]) > prompts:
+                return self.got["prompt"][prompts]
+            return next(
+                (
+                    s
+                    for m in self.got["diag"][diag_start:]
+                    for s in m.status
+                    if "prompt_node" in s.name and int(values(s)["clicks_rejected"]) > refused
+                ),
+                None,
+            )
+
+        result = wait_for(answered, what)
+        if isinstance(result, DiagnosticStatus):
+            self.clicks_refused = int(values(result)["clicks_rejected"])
+        return result
+
+    def _retry_if_stale(self, click: Callable[[], None], what: str, expected: str | None) -> Any:
+        """``_outcome``, clicking again after a stale-image refusal the test did not provoke.
+
+        The peer's camera shares this process and its executor with the node; a loaded CI machine has
+        delayed it for 2.5 s, past max_image_age. The node is right to refuse then (a stale image means no
+        prompt), so that refusal is checked and the click repeated once a fresh image is back.
+        """
+        for _ in range(STALE_RETRIES):
+            result = self._outcome(click, what)
+            stale = isinstance(result, DiagnosticStatus) and values(result)["last_rejection"].startswith(
+                STALE_IMAGE
+            )
+            if not stale or expected == STALE_IMAGE:
+                return result
+            self.ready()
+        raise AssertionError(f"{what}: the image was stale at each of {STALE_RETRIES} clicks")
+
+    def accepted(self, click: Callable[[], None]) -> VisualPrompt:
+        """Make a click that must be accepted; its prompt."""
+        result = self._retry_if_stale(click, "a prompt", None)
+        assert isinstance(result, VisualPrompt), f"the click was refused: {values(result)['last_rejection']}"
+        return result
 
     def refused(self, click: Callable[[], None], reason: str) -> DiagnosticStatus:
         """Make a click that must be refused: its reason reaches /diagnostics and no prompt is published."""
-        prompts = len(self.got["prompt"])
-        click()
-        status = self.diagnostic(
-            lambda s: values(s)["last_rejection"].startswith(reason), f"refusal {reason}"
-        )
-        assert status.level != DiagnosticStatus.OK
-        assert len(self.got["prompt"]) == prompts, f"a prompt was published for a {reason} click"
-        return status
+        result = self._retry_if_stale(click, f"refusal {reason}", reason)
+        assert not isinstance(result, VisualPrompt), f"a prompt was published for a {reason} click"
+        assert values(result)["last_rejection"].startswith(reason), values(result)["last_rejection"]
+        assert result.level != DiagnosticStatus.OK
+        return result
 
 
 @contextlib.contextmanager
@@ -282,8 +328,7 @@ def test_executable_with_yaml_rviz_and_rqt_clicks_land_on_the_object(
             status = peer.ready()
             assert values(status)["camera_pose_source"] == "camera_pose_in_base"
 
-            peer.rviz_click(scene.centre)
-            prompt = peer.next_prompt(0)
+            prompt = peer.accepted(lambda: peer.rviz_click(scene.centre))
             assert prompt.header.frame_id == scene.frame
             assert (prompt.image_width, prompt.image_height) == (SIZE, SIZE)
             assert list(prompt.labels) == [VisualPrompt.LABEL_POSITIVE]
@@ -298,8 +343,8 @@ def test_executable_with_yaml_rviz_and_rqt_clicks_land_on_the_object(
             p = sphere.pose.position
             np.testing.assert_allclose([p.x, p.y, p.z], scene.centre, atol=1e-9)
 
-            peer.rqt_click(round(uv[0]), round(uv[1]))  # rqt_image_view sends whole pixels
-            pixel = prompt_pixel(peer.next_prompt(1))
+            # rqt_image_view sends whole pixels
+            pixel = prompt_pixel(peer.accepted(lambda: peer.rqt_click(round(uv[0]), round(uv[1]))))
             np.testing.assert_array_equal(pixel, np.round(uv))
             assert on_target(scene, pixel)
             assert any(
@@ -332,11 +377,14 @@ def test_bad_clicks_are_refused_with_their_reason(rig: SimpleNamespace, scene: S
     peer.refused(lambda: peer.rviz_click(scene.centre, frame="map"), "unknown_frame")
     peer.refused(lambda: peer.rviz_click([np.nan, 0.0, 0.0]), "non_finite")
     status = peer.refused(lambda: peer.rqt_click(SIZE + 3, 10), "outside_image")
-    assert values(status)["clicks_rejected"] == "5" and values(status)["clicks_accepted"] == "0"
+    # five, or more where a stale image was refused and the click repeated
+    assert int(values(status)["clicks_rejected"]) >= 5 and values(status)["clicks_accepted"] == "0"
     # a click in the camera's own frame is transformable without tf
     Tcb = scene.camera.T_camera_base
-    peer.rviz_click(Tcb[:3, :3] @ scene.centre + Tcb[:3, 3], frame=scene.frame)
-    assert on_target(scene, prompt_pixel(peer.next_prompt(0)))
+    in_camera = Tcb[:3, :3] @ scene.centre + Tcb[:3, 3]
+    assert on_target(
+        scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(in_camera, frame=scene.frame)))
+    )
     # OK once the accepted click is counted (a status in between may be WARN: a loaded machine can let the
     # image age pass max_image_age for a moment)
     peer.diagnostic(
@@ -356,8 +404,7 @@ def test_stale_image_is_refused_until_fresh_images_return(
     peer.refused(lambda: peer.rviz_click(scene.centre), "stale_image")
     peer.stamp_offset = 0.0
     peer.ready()
-    peer.rviz_click(scene.centre)
-    assert on_target(scene, prompt_pixel(peer.next_prompt(0)))
+    assert on_target(scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(scene.centre))))
 
 
 def test_malformed_images_are_refused_and_the_node_recovers(
@@ -380,8 +427,7 @@ def test_malformed_images_are_refused_and_the_node_recovers(
     peer.refused(lambda: peer.rviz_click(scene.centre), "no_image")  # no good image has arrived yet
     peer.image = peer.good_image
     peer.ready()
-    peer.rviz_click(scene.centre)
-    assert on_target(scene, prompt_pixel(peer.next_prompt(0)))
+    assert on_target(scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(scene.centre))))
 
 
 def test_zero_focal_camera_info_is_refused_and_the_node_recovers(
@@ -397,8 +443,7 @@ def test_zero_focal_camera_info_is_refused_and_the_node_recovers(
     peer.refused(lambda: peer.rviz_click(scene.centre), "no_camera_info")
     peer.info = peer.good_info
     peer.ready()
-    peer.rviz_click(scene.centre)
-    assert on_target(scene, prompt_pixel(peer.next_prompt(0)))
+    assert on_target(scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(scene.centre))))
 
 
 def test_overlay_shows_prompt_and_motion_and_clear_removes_the_prompt(
@@ -407,8 +452,7 @@ def test_overlay_shows_prompt_and_motion_and_clear_removes_the_prompt(
     peer = rig.peer
     peer.camera_on()
     peer.ready()
-    peer.rviz_click(scene.centre)
-    uv = prompt_pixel(peer.next_prompt(0))
+    uv = prompt_pixel(peer.accepted(lambda: peer.rviz_click(scene.centre)))
     s = upscale_factor(SIZE, SIZE, PARAMS["overlay_min_size"])
     at = tuple(int(round((c + 0.5) * s - 0.5)) for c in uv[::-1])  # (row, column) in the overlay
 
@@ -460,8 +504,7 @@ def test_click_to_mask_publishes_the_segmented_object(rig: SimpleNamespace, scen
     peer = rig.peer
     peer.camera_on()
     peer.ready()
-    peer.rviz_click(scene.centre)
-    msg = peer.next_prompt(0)
+    msg = peer.accepted(lambda: peer.rviz_click(scene.centre))
     assert msg.type == VisualPrompt.TYPE_MASK and len(msg.u) == 0
     assert (msg.mask.width, msg.mask.height, msg.mask.encoding) == (SIZE, SIZE, "mono8")
     mask = np.frombuffer(bytes(msg.mask.data), np.uint8).reshape(SIZE, SIZE) > 0
@@ -477,5 +520,4 @@ def test_click_to_mask_publishes_the_segmented_object(rig: SimpleNamespace, scen
     )
     bare[: SIZE // 2] = False
     v, u = np.argwhere(bare)[0]
-    peer.rqt_click(u, v)
-    np.testing.assert_array_equal(prompt_pixel(peer.next_prompt(1)), [u, v])
+    np.testing.assert_array_equal(prompt_pixel(peer.accepted(lambda: peer.rqt_click(u, v))), [u, v])

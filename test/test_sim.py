@@ -249,3 +249,44 @@ def test_recorder_layout(tmp_path):
     cam = meta["cameras"]["scene_32"]
     assert cam["width"] == 32 and len(cam["k"]) == 9 and np.array(cam["T_base_camera"]).shape == (4, 4)
     json.loads((tmp_path / "format.json").read_text())
+
+
+def test_expert_retries_a_grasp_that_lifted_nothing():
+    import mujoco
+
+    env = TabletopEnv(TaskConfig(family="pick_named", image_sizes=(32,)), seed=episode_seed("eval", 3))
+    obs = env.reset()
+    expert = ScriptedExpert(env)
+    moved = False
+    res = None
+    for _ in range(120):
+        a = expert.act(obs)
+        if expert.phase == "close" and not moved:  # pull the target from between the closing fingers
+            adr = env.model.jnt_qposadr[env.model.body(env.task.target).jntadr[0]]
+            env.data.qpos[adr + 1] += 0.06
+            mujoco.mj_forward(env.model, env.data)
+            moved = True
+        res = env.step(a)
+        obs = res.observation
+        if res.done:
+            break
+    env.close()
+    assert moved and res.success, res.info["why"]
+    assert expert.grasps == 2
+
+
+def test_dart_recording_executes_perturbations_and_keeps_the_experts_labels(tmp_path):
+    from pixelvla_ros.sim.expert import MAX_STEP
+    from pixelvla_ros.sim.record import load_episode, main
+
+    args = ["--out", str(tmp_path), "--episodes", "1", "--image-size", "32", "--task", "pick_prompted"]
+    assert main([*args, "--action-noise", "0.02", "--early-close-prob", "1"]) == 0
+    meta, steps, _ = load_episode(tmp_path / "train_0000000")
+    assert meta["success"] and meta["action_noise"]["sigma_m"] == 0.02
+    labels, pos, gripper = steps["action"], steps["ee_pos"], steps["gripper"]
+    # labels are the expert's: capped steps, and no close before the expert's own
+    assert np.linalg.norm(labels[:, :3], axis=1).max() <= MAX_STEP + 1e-6
+    first_close = int(np.argmax(labels[:, 6] > 0.5))
+    assert gripper[:first_close].max() > 0.3, "the early close was not executed"
+    # executed moves left the labelled ones by centimetres (clean tracking is within 3 mm)
+    assert np.linalg.norm(pos[1:] - pos[:-1] - labels[:-1, :3], axis=1).max() > 0.01

@@ -5,6 +5,8 @@ toward the phase's goal pose, capped per step (0.04 m, 0.25 rad), plus the gripp
 
 pick:  approach above the target (fingers aligned with a cube face) -> descend -> close -> lift.
 place: pick phases, then carry above the container -> lower -> open -> retreat.
+A grasp that lifts nothing (the fingers pushed the object, or noise injected while recording made them
+close beside it) is retried: open while rising, then approach the object where it now lies.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ APPROACH_HEIGHT = 0.12
 LIFT_HEIGHT = 0.16
 CARRY_Z = 0.24
 MIN_GRASP_Z = 0.026
+REGRASP_CHECK_STEPS = 6  # lift steps after which an object that has not risen counts as missed
+REGRASP_MIN_RISE = 0.015  # m
+MAX_GRASPS = 3
 
 
 def _yaw_of(R: np.ndarray) -> float:
@@ -39,7 +44,16 @@ class ScriptedExpert:
     def reset(self) -> None:
         self.phase = "approach"
         self.phase_steps = 0
+        self.grasps = 0
         self._grasp_yaw: float | None = None
+
+    def target_z(self) -> float:
+        """Height of the target's centre, m."""
+        return float(self.env.object_pose(self.target or self.env.task.target)[2, 3])
+
+    def grasp_z(self) -> float:
+        """The TCP height the expert closes the gripper at, m."""
+        return max(self.target_z(), MIN_GRASP_Z) + 0.002
 
     def _set(self, phase: str) -> None:
         self.phase, self.phase_steps = phase, 0
@@ -57,8 +71,7 @@ class ScriptedExpert:
                 self._grasp_yaw = psi - k * math.pi / 2  # in [-pi/4, pi/4]
             else:
                 self._grasp_yaw = 0.0
-        z = max(p[2], MIN_GRASP_Z) + 0.002
-        return np.array([p[0], p[1], z]), self._grasp_yaw
+        return np.array([p[0], p[1], self.grasp_z()]), self._grasp_yaw
 
     def act(self, obs: Observation) -> np.ndarray:
         env = self.env
@@ -77,6 +90,8 @@ class ScriptedExpert:
             if self._close(obs, goal, yaw, 0.004, 0.04) or self.phase_steps > 25:
                 self._set("close")
                 self._hold = obs.ee_pos.copy()
+                self.grasps += 1
+                self._z_at_close = self.target_z()
         if self.phase == "close":
             goal, grip = self._hold, 1.0
             if self.phase_steps >= 4:
@@ -84,10 +99,18 @@ class ScriptedExpert:
                 self._lift_from = self._hold.copy()
         elif self.phase == "lift":
             goal, grip = self._lift_from + [0, 0, LIFT_HEIGHT], 1.0
-            if env.task.family == "place_container" and (
+            missed = self.target_z() < self._z_at_close + REGRASP_MIN_RISE
+            if self.phase_steps >= REGRASP_CHECK_STEPS and missed and self.grasps < MAX_GRASPS:
+                self._set("reopen")
+            elif env.task.family == "place_container" and (
                 pos[2] > self._lift_from[2] + 0.1 or self.phase_steps > 20
             ):
                 self._set("carry")
+        if self.phase == "reopen":
+            goal, grip = self._lift_from + [0, 0, APPROACH_HEIGHT], 0.0
+            if self.phase_steps >= 4:
+                self._set("approach")
+                self._grasp_yaw = None  # the object may have turned
         if self.phase == "carry":
             c = env.object_pose(env.task.container)[:3, 3]
             goal, grip = np.array([c[0], c[1], CARRY_Z]), 1.0

@@ -1,12 +1,19 @@
 """Record scripted-expert demonstrations in the interim on-disk format (read by the annotation tooling).
 
     python -m pixelvla_ros.sim.record --out DIR --episodes N --split train [--task all] [--shard i/N]
-        [--image-size 96 --image-size 224] [--camera scene] [--keep-failures]
+        [--image-size 96 --image-size 224] [--camera scene] [--keep-failures] [--action-noise 0.015]
 
 Episode ``index`` in [0, N) uses seed ``episode_seed(split, index)`` (pixelvla_ros.sim.seeds) and, with
 ``--task all``, family ``FAMILIES[index % 3]``. ``--shard i/N`` records the indices with index % N == i,
 so several processes can fill one folder. Finished episodes are skipped (re-running resumes). Failed
 expert episodes are dropped unless --keep-failures.
+
+``--action-noise SIGMA`` records DART-style demonstrations (Laskey et al., 2017): while the expert
+approaches and descends, the executed action is the expert's plus Gaussian translation noise on a share
+``--noise-prob`` of the steps, but the recorded ``action`` stays the expert's own. The demonstrations then
+visit states off the expert's path (beside or above the object, the object nudged) labelled with the
+corrections that lead back, which a policy trained on clean demonstrations never sees and then needs
+when its own grasp is off.
 
 On-disk layout (format "pixelvla_sim_demos", version 1)
 -------------------------------------------------------
@@ -42,7 +49,9 @@ episode.json keys:
            + T_base_camera (4x4 pose of the optical frame in the base frame), at the first frame},
   prompts {"{camera}_{size}": {entity name: {point [u, v] (projected centre), box [u0, v0, u1, v1], visible}}}
            for the target and the prompted entities, at the first frame,
-  action_space, task_config, control_rate_hz, physics_hz
+  action_space, task_config, control_rate_hz, physics_hz,
+  action_noise {sigma_m, prob, early_close_prob, early_close_steps} | null,
+  grasps (the grasp attempts the expert made)
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +72,7 @@ import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from pixelvla_ros.sim.env import TabletopEnv  # noqa: E402
+from pixelvla_ros.sim.env import Observation, TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.expert import ScriptedExpert  # noqa: E402
 from pixelvla_ros.sim.seeds import SPLITS, episode_seed  # noqa: E402
 from pixelvla_ros.sim.tasks import FAMILIES, TaskConfig  # noqa: E402
@@ -70,6 +80,62 @@ from pixelvla_ros.sim.tasks import FAMILIES, TaskConfig  # noqa: E402
 FORMAT = "pixelvla_sim_demos"
 VERSION = 1
 PROPRIO_LAYOUT = ["ee_pos_x", "ee_pos_y", "ee_pos_z", "r00", "r10", "r20", "r01", "r11", "r21", "gripper"]
+
+
+@dataclass(frozen=True)
+class ActionNoise:
+    """DART-style perturbations of the executed actions (the recorded labels stay the expert's)."""
+
+    sigma_m: float  # translation noise while approaching and descending (z at half of it)
+    prob: float = 0.5  # share of those steps perturbed
+    early_close_prob: float = 0.0  # share of episodes whose first descent closes the gripper too early
+    early_close_steps: int = 4
+
+    def __post_init__(self) -> None:
+        if not (self.sigma_m > 0 and 0 < self.prob <= 1 and 0 <= self.early_close_prob <= 1):
+            raise ValueError(
+                f"action noise needs sigma_m > 0, 0 < prob <= 1, 0 <= early_close_prob <= 1: {self}"
+            )
+
+
+class NoisyExecution:
+    """One episode's perturbations under ``ActionNoise``.
+
+    The early close stops the arm and closes the gripper 0.5-3 cm above the height the expert closes at
+    (beside the object too when noise has moved the arm), as a policy that misjudges the grasp does; the
+    expert's labels there say "open and go on".
+    """
+
+    def __init__(self, noise: ActionNoise, rng: np.random.Generator) -> None:
+        self.noise, self.rng = noise, rng
+        early = rng.random() < noise.early_close_prob
+        self.early_close_height = rng.uniform(0.005, 0.03) if early else None
+        self.early_closing = 0  # early-close steps left to execute
+
+    def __call__(self, action: np.ndarray, expert: ScriptedExpert, obs: Observation) -> np.ndarray:
+        """The action to execute for the expert's ``action`` at ``obs``."""
+        n = self.noise
+        if self.early_closing:
+            self.early_closing -= 1
+            out = np.zeros_like(action)
+            out[6] = 1.0
+            return out
+        stop_z = None if self.early_close_height is None else expert.grasp_z() + self.early_close_height
+        if (
+            stop_z is not None
+            and expert.phase == "descend"
+            and expert.grasps == 0
+            and obs.ee_pos[2] + action[2] < stop_z
+        ):  # this step would pass the early-close height: stop there, then close
+            self.early_close_height, self.early_closing = None, n.early_close_steps
+            out = action.copy()
+            out[2] = stop_z - obs.ee_pos[2]
+            return out
+        if expert.phase not in ("approach", "descend") or self.rng.random() >= n.prob:
+            return action
+        out = action.copy()
+        out[:3] += self.rng.normal(0.0, n.sigma_m, 3) * (1.0, 1.0, 0.5)
+        return out
 
 
 def episode_dirname(split: str, index: int) -> str:
@@ -85,10 +151,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def record_episode(
-    env: TabletopEnv, split: str, index: int, seed: int, out: Path, keep_failures: bool
+    env: TabletopEnv,
+    split: str,
+    index: int,
+    seed: int,
+    out: Path,
+    keep_failures: bool,
+    noise: ActionNoise | None = None,
 ) -> dict[str, Any] | None:
     """Run the expert on ``seed``; write the episode folder atomically; its metadata, None if dropped."""
     obs = env.reset(seed)
+    # independent of the scene's draws
+    execute = None if noise is None else NoisyExecution(noise, np.random.default_rng((seed, 0xDA27)))
     cfg = env.config
     streams = [f"{c}_{s}" for c in cfg.cameras for s in cfg.image_sizes]
     cameras, prompts, masks = {}, {}, {}
@@ -140,7 +214,7 @@ def record_episode(
         buf["joint_pos"].append(obs.joint_pos)
         buf["proprio"].append(obs.proprio())
         buf["action"].append(a)
-        res = env.step(a)
+        res = env.step(a if execute is None else execute(a, expert, obs))
         buf["success"].append(res.success)
         obs = res.observation
         if res.done:
@@ -187,6 +261,8 @@ def record_episode(
         "task_config": cfg.to_dict(),
         "control_rate_hz": cfg.action_space.control_rate_hz,
         "physics_hz": cfg.physics_hz,
+        "action_noise": None if noise is None else asdict(noise),
+        "grasps": expert.grasps,
     }
     final = out / episode_dirname(split, index)
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".tmp_{final.name}_"))
@@ -239,7 +315,22 @@ def main(argv: list[str] | None = None) -> int:
         "--camera", action="append", choices=("scene", "wrist"), help="camera (repeatable); default scene"
     )
     ap.add_argument("--keep-failures", action="store_true")
+    ap.add_argument(
+        "--action-noise",
+        type=float,
+        metavar="SIGMA_M",
+        help="DART-style translation noise (m) while approaching and descending; labels stay the expert's",
+    )
+    ap.add_argument("--noise-prob", type=float, default=0.5, help="share of those steps perturbed")
+    ap.add_argument(
+        "--early-close-prob", type=float, default=0.0, help="share of episodes closing too early (with noise)"
+    )
     args = ap.parse_args(argv)
+    noise = (
+        None
+        if args.action_noise is None
+        else ActionNoise(args.action_noise, args.noise_prob, args.early_close_prob)
+    )
     sizes = tuple(args.image_size or (96, 224))
     cams = tuple(args.camera or ("scene",))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -271,7 +362,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         fam = FAMILIES[index % len(FAMILIES)] if args.task == "all" else args.task
         meta = record_episode(
-            envs[fam], args.split, index, episode_seed(args.split, index), args.out, args.keep_failures
+            envs[fam],
+            args.split,
+            index,
+            episode_seed(args.split, index),
+            args.out,
+            args.keep_failures,
+            noise,
         )
         if meta is None:
             dropped += 1

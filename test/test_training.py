@@ -134,6 +134,24 @@ def test_ranks_read_different_examples(annotated) -> None:
     assert keys[0] and keys[1] and not keys[0] & keys[1]
 
 
+def test_a_list_of_dataset_folders_mixes_their_episodes(annotated, tmp_path) -> None:
+    import shutil
+
+    from pixelvla_ros.learning.annotation.format import list_shards
+
+    shards = list_shards(annotated)
+    for name, part in (("a", shards[:1]), ("b", shards[1:])):
+        (tmp_path / name / "shards").mkdir(parents=True)
+        for shard in part:
+            shutil.copy(shard, tmp_path / name / "shards")
+    mixed = DataConfig(train=[str(tmp_path / "a"), str(tmp_path / "b")])
+    assert count_episodes(mixed.train) == count_episodes(annotated)
+    keys = {e.key for e in example_stream(mixed, 8, seed=0, epoch=0)}
+    assert keys == {e.key for e in example_stream(DataConfig(train=str(annotated)), 8, seed=0, epoch=0)}
+    with pytest.raises(ValueError, match="nonexistent does not exist"):
+        DataConfig(train=[str(tmp_path / "a"), "/nonexistent"])
+
+
 def test_padding_past_the_episode_end_is_marked_invalid() -> None:
     actions = np.zeros((5, 7))
     actions[:, 2], actions[3:, 6] = 0.04, 1.0

@@ -194,7 +194,10 @@ class ShardWriter:
 
 
 # ------------------------------------------------------------------------------------------- reader
-def list_shards(root: str | Path) -> list[Path]:
+def list_shards(root: str | Path | list[str | Path]) -> list[Path]:
+    """The shard files of a dataset folder (or a shard file, or a list of either), in order."""
+    if isinstance(root, list):
+        return [shard for r in root for shard in list_shards(r)]
     root = Path(root)
     if root.is_file():
         return [root]

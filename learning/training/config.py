@@ -34,7 +34,8 @@ def parse_mode(mode: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str  # annotated dataset folder (pixelvla_annotated shards)
+    # annotated dataset folder (pixelvla_annotated shards), or a list of them whose episodes are mixed
+    train: str | list[str]
     image_key: str = "images"  # array of steps.npz holding the camera frames
     shuffle_buffer: int = 2048  # examples
     # Probability of each input mode per example; one checkpoint then serves every mode.
@@ -44,8 +45,9 @@ class DataConfig:
     drop_idle_steps: bool = False  # leave out steps that neither move nor change the gripper (data.py)
 
     def __post_init__(self) -> None:
-        if not Path(self.train).exists():
-            raise TrainConfigError(f"data.train: {self.train} does not exist")
+        for folder in self.train if isinstance(self.train, list) else [self.train]:
+            if not Path(folder).exists():
+                raise TrainConfigError(f"data.train: {folder} does not exist")
         if not self.prompt_modes or any(
             not (w >= 0 and math.isfinite(w)) for w in self.prompt_modes.values()
         ):

@@ -46,7 +46,7 @@ IDLE_TRANSLATION = 0.002  # m per step: below this (and IDLE_ROTATION) an action
 IDLE_ROTATION = 0.01  # rad per step
 
 
-def count_episodes(root: str | Path) -> int:
+def count_episodes(root: str | Path | list[str | Path]) -> int:
     """Episodes in the dataset (reads annotations only); 0 means nothing to train on."""
     return sum(1 for _ in iter_samples(list_shards(root), decode=False))
 

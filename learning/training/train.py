@@ -68,7 +68,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step and the examples of the batch."""
 
 
-def dataset_statistics(root: str) -> tuple[NormStats, NormStats | None]:
+def dataset_statistics(root: str | list[str]) -> tuple[NormStats, NormStats | None]:
     """q01/q99 of the training split's actions (and proprio), streamed episode by episode."""
     actions, proprio = [], []
     for sample in iter_samples(list_shards(root)):

@@ -79,6 +79,12 @@ def test_prompt_sampling_respects_the_mask():
         assert all(mask[int(round(y)), int(round(x))] for x, y in line.points)
         np.testing.assert_allclose(prompts[2].points, [[11.5, 9.5], [29.5, 24.5]])  # pixel-edge box
         assert np.array_equal(prompts[3].mask, mask)
+    # a mask in two parts (an object half hidden by the fingers): the scribble stays on it or is left out
+    split = np.zeros((40, 50), bool)
+    split[10:16, 5:11] = split[10:16, 35:41] = True
+    for _ in range(20):
+        line = next((p for p in sample_prompts(split, rng) if p.kind == "line"), None)
+        assert line is None or all(split[int(round(y)), int(round(x))] for x, y in line.points)
     text = build_text("pick up the red cube", "red cube", prompts)
     assert text == (
         "What should the robot do to pick up the red cube, refer to the red cube marked by the points, "

@@ -67,7 +67,9 @@ def sample_line(mask: np.ndarray, rng: np.random.Generator, cfg: SamplingConfig)
     verts = []
     for q in qs:
         target = np.quantile(t, q)
-        near = np.flatnonzero(np.abs(t - target) <= max(1.0, 0.05 * np.ptp(t)))
+        # the nearest pixels at least: a mask in two parts leaves quantiles in the gap between them
+        distance = np.abs(t - target)
+        near = np.flatnonzero(distance <= max(1.0, 0.05 * np.ptp(t), distance.min()))
         verts.append(xy[rng.choice(near)])
     verts = np.asarray(verts)
     # keep the scribble inside the mask: drop vertices whose segment leaves it

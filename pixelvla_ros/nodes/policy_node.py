@@ -17,6 +17,7 @@ action feedback, and the node goes on with the next frame.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -56,6 +57,10 @@ FRAME_HISTORY_S = 30.0  # prompts may refer to any frame this recent (a user tak
 STATE_HISTORY_S = 2.0  # arm states kept to find the one taken with a frame
 FEEDBACK_PERIOD_S = 0.2  # RunTask feedback
 STATE_WAIT_S = 0.02  # how long a frame waits for the arm state of its own instant (a separate topic)
+# Python hands the GIL to a waiting thread only every switch interval (5 ms by default): the inference
+# thread, woken by an image, waited behind the executor's next callbacks (the arm state, CameraInfo) for
+# 1.5 ms median (bench.e2e_latency); at 0.2 ms, 0.8 ms.
+GIL_SWITCH_INTERVAL_S = 0.0002
 
 
 class StampedHistory:
@@ -430,4 +435,5 @@ def main(args: list[str] | None = None) -> int:
     # Any startup failure (e.g. CheckpointError) is reported with its reason rather than a traceback.
     # One executor thread: the multi-threaded executor took 3-4 ms more to deliver each image to on_image
     # (bench.e2e_latency); nothing here blocks (inference has its own thread, the task action awaits).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return run_node(PolicyNode, "policy_node", 1, (Exception,), args)

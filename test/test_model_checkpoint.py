@@ -76,6 +76,20 @@ def test_save_load_identical_outputs(saved):
     assert pre2.config.action_space == ActionSpace(chunk_size=4)
 
 
+def test_a_checkpoint_grows_the_mask_centroid_encoding_and_keeps_its_outputs(saved, tmp_path):
+    model, pre, path = saved
+    assert not model.cfg.pixel.centroid_encoding  # made before it existed
+    grown, _ = load_checkpoint(path, device="cpu", config_changes={"pixel.centroid_encoding": True})
+    assert grown.cfg.pixel.centroid_encoding
+    x = _inputs(pre)  # every mode, object masks included
+    with torch.no_grad():  # the added projection starts at zero
+        torch.testing.assert_close(grown.eval()(x).actions, model(x).actions)
+    loaded, _ = load_checkpoint(save_checkpoint(grown, pre, tmp_path / "grown"), device="cpu")
+    assert loaded.cfg.pixel.centroid_encoding  # saved again, the added parameters travel with it
+    with pytest.raises(CheckpointError, match="bogus"):
+        load_checkpoint(path, device="cpu", config_changes={"pixel.bogus": True})
+
+
 def test_save_load_with_lora(tmp_path):
     torch.manual_seed(1)
     cfg = micro_config()

@@ -122,3 +122,25 @@ def test_model_refuses_bad_tensors(setup):
     x.proprio = None
     with pytest.raises(PixelVLAInputError, match="proprio"):
         model.predict(x)
+
+
+def test_the_mask_centroid_tells_the_pixel_encoder_where_the_object_is():
+    from pixelvla_ros.model.pixel_encoder import PixelEncoder
+    from pixelvla_ros.model.prompt_encoder import mask_centroid
+
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, 0, 2:4, 0:2] = 1.0  # left
+    masks[1, 0, 2:4, 6:8] = 1.0  # right
+    xy, present = mask_centroid(torch.cat([masks, torch.zeros(2, 1, 8, 8)], dim=1))
+    torch.testing.assert_close(xy[:, 0], torch.tensor([[1.0 / 8, 3.0 / 8], [7.0 / 8, 3.0 / 8]]))
+    assert present.tolist() == [[True, False], [True, False]]
+    levels = [torch.ones(2, 16, 12)] * 2  # features that say nothing about position (4 x 4 grid)
+    torch.manual_seed(0)
+    plain = PixelEncoder(12, 16, 24, num_levels=2, grid=4)
+    tokens = plain(levels, masks)
+    torch.testing.assert_close(tokens[0], tokens[1])  # pooled features alone: both masks look the same
+    torch.manual_seed(0)
+    located = PixelEncoder(12, 16, 24, num_levels=2, grid=4, centroid_encoding=True)
+    torch.nn.init.normal_(located.centroid_proj.weight)  # as after training (it starts at zero)
+    tokens = located(levels, masks)
+    assert (tokens[0] - tokens[1]).abs().max() > 1e-3

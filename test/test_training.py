@@ -102,6 +102,7 @@ def _losses(out: Path) -> dict[int, float]:
         (["batch_size=0"], "batch_size"),
         (["data.prompt_modes={text+telepathy: 1.0}"], "telepathy"),
         (["data.train=/nonexistent/data"], "does not exist"),
+        (["init_checkpoint_changes={pixel.centroid_encoding: true}"], "needs init_checkpoint"),
         (["distributed=fsdp"], "torchrun"),  # FSDP shards between processes: one process is refused
     ],
 )

@@ -69,6 +69,9 @@ class TrainConfig:
     preset: str = "tiny"  # model preset (pixelvla_ros.model.preset)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the preset
     init_checkpoint: str | None = None  # start from these weights (e.g. a stage 1 result)
+    # model-config changes applied to init_checkpoint's (dotted keys, e.g. pixel.centroid_encoding: true);
+    # parameters they add start from their initialisation
+    init_checkpoint_changes: dict[str, Any] = field(default_factory=dict)
     stage: str = "full"  # pixelvla_ros.model.STAGES: stage1, stage2, full
     seed: int = 0
     batch_size: int = 32  # per process
@@ -109,6 +112,8 @@ class TrainConfig:
                 raise TrainConfigError(f"{message} (config: {self.short()})")
         if self.init_checkpoint is not None and not Path(self.init_checkpoint).is_dir():
             raise TrainConfigError(f"init_checkpoint: {self.init_checkpoint} is not a folder")
+        if self.init_checkpoint_changes and self.init_checkpoint is None:
+            raise TrainConfigError("init_checkpoint_changes needs init_checkpoint")
         for key, value in self.model_overrides.items():  # the 7b preset's pretrained component folders
             if key.endswith("_path") and value is not None and not Path(value).is_dir():
                 raise TrainConfigError(

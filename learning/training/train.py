@@ -137,7 +137,15 @@ class Trainer:
         if resume_dir is not None:
             self._load_model(resume_dir)
         elif cfg.init_checkpoint:
-            self.model, self.pre = load_checkpoint(cfg.init_checkpoint, device=self.device, trainable=True)
+            try:
+                self.model, self.pre = load_checkpoint(
+                    cfg.init_checkpoint,
+                    device=self.device,
+                    trainable=True,
+                    config_changes=cfg.init_checkpoint_changes,
+                )
+            except CheckpointError as error:
+                raise TrainConfigError(f"init_checkpoint: {error}") from error
         else:
             model_cfg = preset(cfg.preset, **cfg.model_overrides)
             action_stats, proprio_stats = dataset_statistics(cfg.data.train)

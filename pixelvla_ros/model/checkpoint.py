@@ -13,6 +13,7 @@ corrupted or inconsistent.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -137,6 +138,20 @@ def _verify_file(d: Path, rel: str, rec: dict[str, Any], verify_hash: bool) -> P
     return path
 
 
+def _changed(model_config: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a checkpoint's model configuration with dotted keys set."""
+    out = copy.deepcopy(model_config)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for parent in parents:
+            if not isinstance(node.get(parent), dict):
+                raise ValueError(f"config change {key!r}: no section {parent!r}")
+            node = node[parent]
+        node[leaf] = value
+    return out
+
+
 def load_checkpoint(
     directory: str | Path,
     device: torch.device | str | None = None,
@@ -144,9 +159,13 @@ def load_checkpoint(
     trainable: bool = False,
     expected_action_space: ActionSpace | None = None,
     verify_hash: bool = True,
+    config_changes: dict[str, Any] | None = None,
 ) -> tuple[PixelVLA, Any]:
     """Load (model, preprocessor). merge=True folds a LoRA adapter into the LLM; trainable=True keeps the
-    adapter trainable. expected_action_space: refuse a checkpoint whose action space differs."""
+    adapter trainable. expected_action_space: refuse a checkpoint whose action space differs.
+    config_changes: dotted model-config keys to change first (e.g. {"pixel.centroid_encoding": True}, to
+    fine-tune with a part the checkpoint was made without); parameters they add keep their initialisation,
+    every other tensor must still come from the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -155,7 +174,7 @@ def load_checkpoint(
     d = Path(directory)
     record = read_checkpoint_config(d)
     try:
-        cfg = PixelVLAConfig.from_dict(record["model"])
+        cfg = PixelVLAConfig.from_dict(_changed(record["model"], config_changes or {}))
         pre_cfg = PreprocessConfig.from_dict(record["preprocessing"])
         pre_cfg.check_matches(cfg)
     except (ValueError, TypeError, KeyError) as e:
@@ -189,10 +208,14 @@ def load_checkpoint(
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover - older transformers
         no_init_weights = contextlib.nullcontext
-    with no_init_weights():  # weights come from the file: skip random initialisation
+    # Weights come from the file: skip random initialisation, unless changes add parameters
+    with no_init_weights() if not config_changes else contextlib.nullcontext():
         model = PixelVLA(cfg, load_pretrained=False)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if config_changes and not unexpected:
+        state = {**own, **state}  # the added parameters as initialised
+        missing = []
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "

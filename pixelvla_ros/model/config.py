@@ -96,6 +96,9 @@ class PixelEncoderConfig:
     num_levels: int = 4
     level_dim: int = 128  # per-level linear projection width
     max_object_masks: int = 1  # pixel tokens = num_levels * max_object_masks
+    # Add the mask's centroid, Fourier-encoded, to its pixel tokens. Off in checkpoints made before it:
+    # a small model trained from scratch did not read the object's position from pooled features alone.
+    centroid_encoding: bool = False
 
     def __post_init__(self) -> None:
         if self.num_levels < 1 or self.level_dim < 1 or self.max_object_masks < 1:
@@ -109,6 +112,8 @@ class PromptEncoderConfig:
     mask_tokens_side: int = 1  # a mask prompt is pooled to side x side tokens
     mask_channels: int = 16
     fourier_scale: float = 1.0
+    # Add a mask prompt's centroid, encoded like a point, to its tokens (see PixelEncoderConfig).
+    mask_centroid: bool = False
 
     def __post_init__(self) -> None:
         s = self.slots
@@ -298,9 +303,11 @@ def tiny_config(image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7)
         llm=llm,
         tokenizer=TokenizerConfig(kind="byte_word", max_text_tokens=24),
         image_size=image_size,
-        pixel=PixelEncoderConfig(num_levels=4, level_dim=128, max_object_masks=1),
+        pixel=PixelEncoderConfig(num_levels=4, level_dim=128, max_object_masks=1, centroid_encoding=True),
         prompt=PromptEncoderConfig(
-            dim=128, slots=PromptSlots(max_points=4, max_lines=1, line_points=4, max_boxes=1, max_masks=1)
+            dim=128,
+            slots=PromptSlots(max_points=4, max_lines=1, line_points=4, max_boxes=1, max_masks=1),
+            mask_centroid=True,
         ),
         action=ActionHeadConfig(chunk_size=chunk_size, hidden_dim=256, num_blocks=2),
         proprio_dim=proprio_dim,
@@ -377,12 +384,13 @@ def config_7b(
         llm=llm,
         tokenizer=tok,
         image_size=224,
-        pixel=PixelEncoderConfig(num_levels=4, level_dim=1024, max_object_masks=1),
+        pixel=PixelEncoderConfig(num_levels=4, level_dim=1024, max_object_masks=1, centroid_encoding=True),
         prompt=PromptEncoderConfig(
             dim=256,
             slots=PromptSlots(max_points=8, max_lines=2, line_points=8, max_boxes=1, max_masks=1),
             mask_tokens_side=2,
             mask_channels=32,
+            mask_centroid=True,
         ),
         action=ActionHeadConfig(chunk_size=chunk_size, hidden_dim=1024, num_blocks=2),
         proprio_dim=0,

@@ -83,7 +83,12 @@ class PixelVLA(nn.Module):
         self.vision = VisionBackbone(cfg, load_pretrained)
         self.projector = Projector(self.vision.width, D, cfg.projector_mult)
         self.pixel_encoder = PixelEncoder(
-            self.vision.width, cfg.pixel.level_dim, D, cfg.pixel.num_levels, cfg.grid
+            self.vision.width,
+            cfg.pixel.level_dim,
+            D,
+            cfg.pixel.num_levels,
+            cfg.grid,
+            cfg.pixel.centroid_encoding,
         )
         self.prompt_encoder = PromptEncoder(cfg.prompt, D)
         self.proprio_encoder = (

@@ -36,6 +36,19 @@ class FourierPositionEncoding(nn.Module):
             return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
 
+def mask_centroid(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., H, W) masks in [0, 1] -> ((..., 2) centroid x, y normalized like prompt coordinates (pixel
+    centres at (i + 0.5) / size), (...,) True where the mask has pixels)."""
+    H, W = mask.shape[-2:]
+    m = mask.float()
+    area = m.sum((-2, -1))
+    xs = (torch.arange(W, device=m.device, dtype=m.dtype) + 0.5) / W
+    ys = (torch.arange(H, device=m.device, dtype=m.dtype) + 0.5) / H
+    cx = (m.sum(-2) * xs).sum(-1) / area.clamp_min(1e-6)
+    cy = (m.sum(-1) * ys).sum(-1) / area.clamp_min(1e-6)
+    return torch.stack([cx, cy], dim=-1), area > 0
+
+
 class MaskEncoder(nn.Module):
     """(B, 1, H, W) mask -> (B, side^2, dim): 3 stride-2 convs on [mask, x, y], then average pooling."""
 
@@ -117,6 +130,9 @@ class PromptEncoder(nn.Module):
             M, (H, W) = s.max_masks, p.mask.shape[-2:]
             mk = self.mask_encoder(p.mask.reshape(B * M, 1, H, W).to(typ.dtype)).reshape(B, M, side2, -1)
             mk = mk + self.mask_token_embed + typ[T_MASK] + self.label_embed(p.mask_label)[:, :, None]
+            if self.cfg.mask_centroid:
+                xy, present = mask_centroid(p.mask)  # (B, M, 2), (B, M)
+                mk = mk + (self.pe(xy) * present[..., None]).to(mk.dtype)[:, :, None]
             parts.append(mk.reshape(B, M * side2, -1))
             valid.append(p.mask_valid[:, :, None].expand(B, M, side2).reshape(B, -1))
         tokens = torch.cat(parts, dim=1)  # (B, S, d)

@@ -264,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, a in (("servoL", sl), ("speedL", sp)):
         a = a[np.isfinite(a)]
         print(f"{name:<10} {len(a):>4} {np.median(a):>8.2f} {np.percentile(a, 90):>8.2f} {np.max(a):>8.2f}")
-    target_ok = stream["jitter_p99_ms"] <= 1.0
-    print(
-        f"\np99 jitter target <= 1 ms with servoL streaming: {'MET' if target_ok else 'NOT MET'} "
-        f"({stream['jitter_p99_ms']:.3f} ms)"
-    )
+    print()
+    # The target is for the driver streaming servoL; the raw client shows the emulator's own floor.
+    for name, m in (("the UR driver streaming servoL", driver_stream), ("a raw servoL client", stream)):
+        verdict = "MET" if m["jitter_p99_ms"] <= 1.0 else "NOT MET"
+        print(f"p99 jitter target <= 1 ms with {name}: {verdict} ({m['jitter_p99_ms']:.3f} ms)")
     return 0
 
 

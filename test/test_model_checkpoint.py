@@ -88,6 +88,20 @@ def test_a_checkpoint_grows_the_mask_centroid_encoding_and_keeps_its_outputs(sav
     assert loaded.cfg.pixel.centroid_encoding  # saved again, the added parameters travel with it
     with pytest.raises(CheckpointError, match="bogus"):
         load_checkpoint(path, device="cpu", config_changes={"pixel.bogus": True})
+    # a tensor the file lacks is still refused: only the parameters the change adds may start fresh
+    from safetensors.torch import load_file, save_file
+
+    short = _copy(path, tmp_path, "short")
+    weights = load_file(str(short / "model.safetensors"))
+    weights.pop(next(iter(weights)))
+    save_file(weights, str(short / "model.safetensors"))
+    record = json.loads((short / "pixelvla_checkpoint.json").read_text())
+    record["files"]["model.safetensors"]["bytes"] = (short / "model.safetensors").stat().st_size
+    (short / "pixelvla_checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(
+            short, device="cpu", verify_hash=False, config_changes={"pixel.centroid_encoding": True}
+        )
 
 
 def test_save_load_with_lora(tmp_path):

@@ -213,9 +213,13 @@ def load_checkpoint(
         model = PixelVLA(cfg, load_pretrained=False)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if config_changes and not unexpected:
-        state = {**own, **state}  # the added parameters as initialised
-        missing = []
+    if config_changes and missing:
+        # Only what the changes add may be missing: the unchanged model's tensors, built without memory
+        with torch.device("meta"):
+            before = PixelVLA(PixelVLAConfig.from_dict(record["model"]), load_pretrained=False).state_dict()
+        added = set(own) - set(before)
+        state = {**{k: own[k] for k in missing if k in added}, **state}  # as initialised
+        missing = [k for k in missing if k not in added]
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "

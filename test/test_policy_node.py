@@ -33,6 +33,7 @@ from pixelvla_ros.policy import Policy
 from pixelvla_ros.prompts import VisualPrompt
 
 W = H = 64
+RIG_MAX_IMAGE_AGE = 1.5  # s (the stack fixture says why)
 CAMERA = CameraModel.from_fovy(W, H, 45.0, np.eye(4), frame_id="camera_optical_frame")
 
 
@@ -104,8 +105,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PolicyNode
         make_preprocessor(cfg),
         tmp_path_factory.mktemp("c"),
     )
-    rclpy.init()
+    # The rig shares this process and its executor with the node: a loaded CI machine has delayed a frame
+    # 0.57 s, past the default max_image_age (0.3 s), and the refusal it provoked came out as "stale image".
+    # The stale-frame test ages its frame by 2 s, beyond this limit too.
+    rclpy.init(args=["--ros-args", "-p", f"policy_node:max_image_age:={RIG_MAX_IMAGE_AGE}"])
     node = PolicyNode(policy=Policy.from_checkpoint(path, device="cpu"))
+    assert node.max_image_age == RIG_MAX_IMAGE_AGE
     rig = Rig()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)

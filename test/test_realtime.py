@@ -46,3 +46,30 @@ def test_refusal_is_logged_and_scheduling_stays_normal(
     with caplog.at_level(logging.WARNING, logger="pixelvla_ros.realtime"):
         assert make_thread_realtime(50) is False
     assert "refused (Operation not permitted)" in caplog.text and "normal scheduling" in caplog.text
+
+
+def test_emulator_rtde_readers_run_just_below_the_real_time_tick() -> None:
+    """A reader preempted while holding the GIL would stall the tick behind it (priority inversion)."""
+    import socket
+    import time
+
+    from pixelvla_ros.ur_emulator import free_loopback_host
+    from pixelvla_ros.ur_emulator.emulator import Emulator, EmulatorConfig
+
+    with Emulator(EmulatorConfig(host=free_loopback_host(), realtime_priority=10)) as emu:
+        deadline = time.monotonic() + 2.0
+        with socket.create_connection((emu.config.host, emu.config.rtde_port), timeout=2.0):
+            readers: list[threading.Thread] = []
+            while not readers and time.monotonic() < deadline:
+                readers = [
+                    t for t in threading.enumerate() if t.name.startswith("rtde-") and t.name[5:].isdigit()
+                ]
+                time.sleep(0.01)
+            assert readers, "no RTDE reader thread for the connection"
+            tid = readers[0].native_id
+            time.sleep(0.05)  # the reader sets its policy as it starts
+            if emu.tick_realtime:
+                assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+                assert os.sched_getparam(tid).sched_priority == 9
+            else:  # no permission here: both stay on the normal scheduler
+                assert os.sched_getscheduler(tid) == os.SCHED_OTHER

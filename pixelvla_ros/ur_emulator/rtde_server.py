@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.ur_emulator import rtde_protocol as rp
 
 if TYPE_CHECKING:
@@ -60,6 +61,11 @@ class RTDEConnection:
             self.sock.sendall(data)
 
     def serve(self) -> None:
+        if self.emu.tick_realtime:
+            # Just below the tick: a reader preempted by a client's real-time loop while it holds the GIL
+            # or the emulator's lock would stall the tick behind it (priority inversion); a controller
+            # handles RTDE input in its real-time domain too.
+            make_thread_realtime(self.emu.config.realtime_priority - 1)
         reader = rp.FrameReader()
         reason = "closed by the client"
         try:

@@ -278,6 +278,35 @@ def test_a_frame_is_paired_with_the_arm_state_of_its_instant(stack, monkeypatch:
     assert seen[-1][0] == pytest.approx(0.2) and seen[-1][3] == pytest.approx(0.5)
 
 
+def test_frames_that_come_while_the_model_runs_are_held_and_the_newest_is_used(
+    stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference thread takes the camera itself: what queued during a slow call is all taken after it."""
+    node, rig = stack
+    real = node.policy.predict_chunk
+    started = threading.Event()
+
+    def slow(*args):  # noqa: ANN002, ANN202
+        started.set()
+        time.sleep(0.5)
+        return real(*args)
+
+    monkeypatch.setattr(node.policy, "predict_chunk", slow)
+    first = rig.frame()
+    assert started.wait(5.0)
+    during = [rig.frame() for _ in range(3)]  # all within the slow call
+    assert chunk_for(rig, first)
+    assert chunk_for(rig, during[-1])  # the newest frame, not the ones before it
+    monkeypatch.setattr(node.policy, "predict_chunk", real)
+    published = {c.source_image_stamp.sec + c.source_image_stamp.nanosec * 1e-9 for c in rig.chunks}
+    assert not any(abs(p - during[0]) < 1e-6 for p in published)
+    # a prompt drawn on a frame the model never ran on is still for an image the node holds
+    rig.prompt.publish(
+        prompt_to_msg(VisualPrompt.point([[12.0, 8.0]]), sec_to_stamp(during[0]), CAMERA.frame_id, W, H)
+    )
+    assert wait(lambda: node.prompt is not None and node.prompt.points[0].tolist() == [12.0, 8.0])
+
+
 def test_a_prompt_that_overtakes_its_image_is_kept_until_the_image_comes(stack) -> None:
     node, rig = stack
     with node.lock:

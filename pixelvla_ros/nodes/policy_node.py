@@ -1,8 +1,9 @@
 """`ros2 run pixelvla_ros policy_node`: camera + visual prompt + instruction -> PixelVLA -> action chunks.
 
 Thin shell around pixelvla_ros.policy.Policy (the checkpoint's own preprocessing and the safety check).
-Callbacks only store the newest message; inference runs on its own thread on the newest frame, so a slow
-model drops frames instead of queueing them. A task runs while a RunTask goal is active.
+Inference runs on its own thread, which also takes the camera and the arm state (through a node of its own,
+`policy_node_sensors`), always on the newest frame, so a slow model drops frames instead of queueing them.
+A task runs while a RunTask goal is active.
 
 Topics (remappable): in /camera/image_raw, /camera/camera_info (sensor QoS), /pixelvla/prompt,
 /pixelvla/instruction (std_msgs/String), /pixelvla/tcp_pose, /joint_states (proprioception: TCP position
@@ -29,6 +30,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.task import Future
@@ -58,9 +60,19 @@ STATE_HISTORY_S = 2.0  # arm states kept to find the one taken with a frame
 FEEDBACK_PERIOD_S = 0.2  # RunTask feedback
 STATE_WAIT_S = 0.02  # how long a frame waits for the arm state of its own instant (a separate topic)
 # Python hands the GIL to a waiting thread only every switch interval (5 ms by default): the inference
-# thread, woken by an image, waited behind the executor's next callbacks (the arm state, CameraInfo) for
-# 1.5 ms median (bench.e2e_latency); at 0.2 ms, 0.8 ms.
+# thread must not wait that long behind the executor's callbacks (prompts, the task action's feedback).
 GIL_SWITCH_INTERVAL_S = 0.0002
+
+
+def sensor_executor(context: rclpy.context.Context) -> Executor:
+    """The executor of the sensor node, spun by the inference thread: rclpy's EventsExecutor (C++, in
+    rclpy.experimental since Kilted) where it exists, its spin_once costs far less than the Python executor's.
+    The action server's coroutines stay on the main executor: the EventsExecutor did not resume them."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:  # ROS 2 before Kilted
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 class StampedHistory:
@@ -137,7 +149,7 @@ class PolicyNode(Node):
         )
 
         self.lock = threading.Lock()
-        self.new_frame = threading.Event()
+        self.frame_fresh = False  # a frame came that inference has not taken yet (inference thread only)
         self.frame: Image | None = None
         self.frame_history: deque[tuple[float, int, int]] = deque()  # (stamp, width, height)
         self.camera_info: CameraInfo | None = None
@@ -146,7 +158,6 @@ class PolicyNode(Node):
         self.pending_prompt: VisualPromptMsg | None = None  # a prompt newer than every frame held
         self.tcp_positions = StampedHistory()  # (3,) arrays
         self.grippers = StampedHistory()  # closure in [0, 1]
-        self.state_arrived = threading.Condition(self.lock)
         self.topic_instruction = ""
 
         self.task_active = False
@@ -158,13 +169,29 @@ class PolicyNode(Node):
         self.publish_times: deque[float] = deque(maxlen=50)
         self.last_image_age = float("nan")
 
+        # The camera and the arm state are taken by the inference thread itself, through a node of its own
+        # that holds nothing else (`<name>_sensors`, no parameters: they are this node's). Handing each frame
+        # over from this node's executor cost a thread wake-up and the executor's pass over every other entity
+        # (parameter and action services): 1.2 ms of the 3.7-4.6 ms besides the model (bench.e2e_latency).
+        sensors_name = f"{self.get_name()}_sensors"
+        self.sensor_node = rclpy.create_node(
+            sensors_name,
+            # its own name first: a launch file's `name=` (a process-wide __node remap) would rename it too
+            cli_args=["--ros-args", "-r", f"__node:={sensors_name}"],
+            namespace=self.get_namespace(),
+            context=self.context,
+            start_parameter_services=False,
+        )
         sensor = qos_profile_sensor_data
-        self.create_subscription(Image, "/camera/image_raw", self.on_image, sensor)
-        self.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, sensor)
+        self.sensor_node.create_subscription(Image, "/camera/image_raw", self.on_image, sensor)
+        self.sensor_node.create_subscription(CameraInfo, "/camera/camera_info", self.on_camera_info, sensor)
+        self.sensor_node.create_subscription(PoseStamped, "/pixelvla/tcp_pose", self.on_tcp_pose, 10)
+        self.sensor_node.create_subscription(JointState, "/joint_states", self.on_joint_state, 10)
+        self.sensor_messages = 0  # sensor callbacks run so far (inference thread only)
+        self.sensor_executor = sensor_executor(self.context)
+        self.sensor_executor.add_node(self.sensor_node)
         self.create_subscription(VisualPromptMsg, "/pixelvla/prompt", self.on_prompt, 10)
         self.create_subscription(String, "/pixelvla/instruction", self.on_instruction, 10)
-        self.create_subscription(PoseStamped, "/pixelvla/tcp_pose", self.on_tcp_pose, 10)
-        self.create_subscription(JointState, "/joint_states", self.on_joint_state, 10)
         self.pub_chunk = self.create_publisher(ActionChunk, "/pixelvla/action_chunk", 10)
         self.pub_twist = self.create_publisher(TwistStamped, "/pixelvla/twist", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -186,6 +213,7 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def on_image(self, msg: Image) -> None:
+        self.sensor_messages += 1
         stamp = stamp_to_sec(msg.header.stamp)
         with self.lock:
             self.frame = msg
@@ -195,27 +223,24 @@ class PolicyNode(Node):
             pending, self.pending_prompt = self.pending_prompt, None
         if pending is not None:
             self.on_prompt(pending)  # its image may have come now
-        self.new_frame.set()
+        self.frame_fresh = True
 
     def on_camera_info(self, msg: CameraInfo) -> None:
+        self.sensor_messages += 1
         self.camera_info = msg
 
     def on_instruction(self, msg: String) -> None:
         self.topic_instruction = msg.data
 
     def on_tcp_pose(self, msg: PoseStamped) -> None:
+        self.sensor_messages += 1
         p = msg.pose.position
-        with self.state_arrived:
-            self.tcp_positions.add(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
-            self.state_arrived.notify_all()
+        self.tcp_positions.add(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
 
     def on_joint_state(self, msg: JointState) -> None:
+        self.sensor_messages += 1
         if "gripper" in msg.name and len(msg.position) == len(msg.name):
-            with self.state_arrived:
-                self.grippers.add(
-                    stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")])
-                )
-                self.state_arrived.notify_all()
+            self.grippers.add(stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")]))
 
     def on_prompt(self, msg: VisualPromptMsg) -> None:
         stamp = stamp_to_sec(msg.header.stamp)
@@ -247,10 +272,11 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------------------------------ inference
     def inference_loop(self) -> None:
-        while self.running and rclpy.ok():
-            if not self.new_frame.wait(timeout=0.1):
+        while self.running and self.context.ok():
+            self.take_sensor_messages(timeout=0.1)
+            if not self.frame_fresh:
                 continue
-            self.new_frame.clear()
+            self.frame_fresh = False
             if not self.task_active:
                 continue
             with self.lock:
@@ -268,6 +294,16 @@ class PolicyNode(Node):
                 self.state = reason
             else:
                 self.state = "running"
+
+    def take_sensor_messages(self, timeout: float) -> None:
+        """Run the sensor callbacks here: wait up to `timeout` for one, then take all that are already waiting
+        (frames that came while the model ran go into the history prompts are checked against; the newest
+        is the one inferred on)."""
+        self.sensor_executor.spin_once(timeout_sec=timeout)
+        taken = -1
+        while taken != self.sensor_messages:
+            taken = self.sensor_messages
+            self.sensor_executor.spin_once(timeout_sec=0.0)
 
     def act_on(self, frame: Image, prompt: VisualPrompt | None) -> str:
         """Publish one chunk from `frame`; returns "" or why nothing was published."""
@@ -322,13 +358,14 @@ class PolicyNode(Node):
 
     def proprio_at(self, stamp: float) -> tuple[np.ndarray | None, str]:
         """The arm state taken closest to the frame's stamp; waits briefly for it when it is still on its
-        way (it travels on other topics than the image)."""
-        with self.state_arrived:
-            self.state_arrived.wait_for(
-                lambda: min(self.tcp_positions.newest_stamp(), self.grippers.newest_stamp()) >= stamp,
-                timeout=STATE_WAIT_S,
-            )
-            tcp, gripper = self.tcp_positions.nearest(stamp), self.grippers.nearest(stamp)
+        way (it travels on other topics than the image, taken here on the inference thread)."""
+        deadline = time.monotonic() + STATE_WAIT_S
+        while min(self.tcp_positions.newest_stamp(), self.grippers.newest_stamp()) < stamp:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.take_sensor_messages(timeout=remaining)
+        tcp, gripper = self.tcp_positions.nearest(stamp), self.grippers.nearest(stamp)
         if tcp is None or gripper is None:
             return None, "no arm state yet (/pixelvla/tcp_pose and the gripper joint of /joint_states)"
         skew = max(abs(tcp[0] - stamp), abs(gripper[0] - stamp))
@@ -428,12 +465,14 @@ class PolicyNode(Node):
         self.running = False
         if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=2.0)
+        self.sensor_executor.shutdown()
+        self.sensor_node.destroy_node()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     # Any startup failure (e.g. CheckpointError) is reported with its reason rather than a traceback.
-    # One executor thread: the multi-threaded executor took 3-4 ms more to deliver each image to on_image
-    # (bench.e2e_latency); nothing here blocks (inference has its own thread, the task action awaits).
+    # One executor thread: nothing here blocks (inference has its own thread and takes the sensors itself,
+    # the task action awaits).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return run_node(PolicyNode, "policy_node", 1, (Exception,), args)

@@ -104,6 +104,8 @@ def _losses(out: Path) -> dict[int, float]:
         (["data.train=/nonexistent/data"], "does not exist"),
         (["init_checkpoint_changes={pixel.centroid_encoding: true}"], "needs init_checkpoint"),
         (["distributed=fsdp"], "torchrun"),  # FSDP shards between processes: one process is refused
+        (["action_loss_weights=[1, 1, 1]"], "action_loss_weights"),
+        (["action_loss_weights=[0, 0, 0, 0, 0, 0, 0]"], "action_loss_weights"),
     ],
 )
 def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
@@ -151,6 +153,24 @@ def test_a_list_of_dataset_folders_mixes_their_episodes(annotated, tmp_path) -> 
     assert keys == {e.key for e in example_stream(DataConfig(train=str(annotated)), 8, seed=0, epoch=0)}
     with pytest.raises(ValueError, match="nonexistent does not exist"):
         DataConfig(train=[str(tmp_path / "a"), "/nonexistent"])
+
+
+def test_action_loss_weights_weigh_each_dimension_of_the_valid_steps(annotated, tmp_path) -> None:
+    import yaml
+    from pixelvla_ros.learning.training.config import load_config
+    from pixelvla_ros.learning.training.train import Trainer
+
+    weights = [2.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]
+    overrides = {"data.train": str(annotated), "output_dir": str(tmp_path / "run")}
+    overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in SMALL)})
+    trainer = Trainer(load_config(CONFIG, {**overrides, "action_loss_weights": weights}), progress=False)
+    inputs, targets, valid = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
+    valid[0, -3:] = False  # padding past an episode's end counts for nothing
+    with torch.no_grad():
+        loss = trainer.forward_loss(inputs, targets, valid)
+        err = (trainer.model(inputs).actions - targets).abs()[valid]  # (valid steps, 7)
+    w = torch.tensor(weights)
+    assert loss.item() == pytest.approx(((err * w).sum() / (w.sum() * len(err))).item(), rel=1e-5)
 
 
 def test_padding_past_the_episode_end_is_marked_invalid() -> None:

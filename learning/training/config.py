@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.model import STAGES
 
 # Inputs a training example can carry. "text" is the instruction, "object_mask" the target's mask for the
@@ -81,6 +82,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip_norm: float = 1.0
+    # Weight of each action dimension in the L1 loss (x y z roll pitch yaw gripper); None: all 1. With L1
+    # every dimension pulls equally hard whatever its size, and the scripted expert's roll and pitch steps are
+    # residue (|a| < 1 mrad), normalized to unit spread: they drew as much of the model as the motion.
+    action_loss_weights: list[float] | None = None
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -106,6 +111,15 @@ class TrainConfig:
             (self.stage in STAGES, f"stage must be one of {STAGES}"),
             (self.distributed in ("ddp", "fsdp"), "distributed must be ddp or fsdp"),
             (self.time_budget_min is None or self.time_budget_min > 0, "time_budget_min must be > 0"),
+            (
+                self.action_loss_weights is None
+                or (
+                    len(self.action_loss_weights) == ACTION_DIM
+                    and all(0 <= w < math.inf for w in self.action_loss_weights)
+                    and sum(self.action_loss_weights) > 0
+                ),
+                f"action_loss_weights must be {ACTION_DIM} finite weights >= 0, not all 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -302,8 +302,12 @@ class Trainer:
         return inputs, torch.from_numpy(targets).to(self.device), torch.from_numpy(valid).to(self.device)
 
     def forward_loss(self, inputs: ModelInputs, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        weights = valid
+        if self.cfg.action_loss_weights is not None:
+            dims = torch.tensor(self.cfg.action_loss_weights, dtype=torch.float32, device=valid.device)
+            weights = valid.float()[..., None] * dims  # (B, N_c, 7)
         with autocast_context(self.device):
-            return self.wrapped(inputs, targets, valid).loss
+            return self.wrapped(inputs, targets, weights).loss
 
     def optimizer_step(self) -> float:
         """Clip the gradients, step the optimizer and the schedule, clear the gradients; returns the norm

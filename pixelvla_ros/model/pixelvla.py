@@ -195,7 +195,8 @@ class PixelVLA(nn.Module):
     def forward(
         self, x: ModelInputs, actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None
     ) -> PixelVLAOutput:
-        """x: batch of B examples; actions: (B, N_c, 7) normalized targets; action_mask: (B, N_c) bool."""
+        """x: batch of B examples; actions: (B, N_c, 7) normalized targets; action_mask: (B, N_c) bool, or
+        (B, N_c, 7) weights of each target in the loss (padding 0)."""
         self._check(x)
         B, dev = x.batch_size, self.device
         towers_train = any(p.requires_grad for p in self.vision.parameters())
@@ -234,7 +235,8 @@ class PixelVLA(nn.Module):
                 )
             err = (pred - actions.to(pred)).abs()  # L1 on normalized actions
             if action_mask is not None:
-                w = action_mask.to(err)[..., None].expand_as(err)
+                w = action_mask.to(err)
+                w = (w[..., None] if w.dim() == 2 else w).expand_as(err)
                 loss = (err * w).sum() / w.sum().clamp_min(1.0)
             else:
                 loss = err.mean()

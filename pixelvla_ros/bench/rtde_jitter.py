@@ -14,9 +14,9 @@
 Target: p99 jitter <= 1 ms at 500 Hz. The result depends on the load of the machine; report it as measured.
 
 Real-time scheduling (--rt-priority, default 80; 0 = off): the emulator's tick thread (as a controller's
-real-time kernel runs it) and its RTDE readers (priority - 1), the UR driver's servo loop (priority - 10, its `realtime_priority` parameter) and
-this process's receiving thread (the instrument) run under SCHED_FIFO where the OS permits it; the report
-says which did.
+real-time kernel runs it) and its RTDE readers (priority - 1), the UR driver's servo loop (priority - 10,
+its `realtime_priority` parameter) and this process's receiving thread (the instrument) run under SCHED_FIFO
+where the OS permits it; the report says which did.
 """
 
 from __future__ import annotations

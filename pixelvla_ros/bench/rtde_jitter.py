@@ -269,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in (("the UR driver streaming servoL", driver_stream), ("a raw servoL client", stream)):
         verdict = "MET" if m["jitter_p99_ms"] <= 1.0 else "NOT MET"
         print(f"p99 jitter target <= 1 ms with {name}: {verdict} ({m['jitter_p99_ms']:.3f} ms)")
+    if (
+        idle["jitter_p99_ms"] > 1.0
+    ):  # nothing but the emulator and the instrument ran: the machine's own noise
+        print(
+            f"  the floor of this run (receive only, p99 {idle['jitter_p99_ms']:.3f} ms) is itself above 1 ms"
+        )
     return 0
 
 

@@ -101,6 +101,7 @@ class PolicyNode(Node):
         """`policy`: an already loaded Policy (tests); by default the `checkpoint` parameter's."""
         super().__init__("policy_node")
         self.thread: threading.Thread | None = None  # started last; a failed start has none to stop
+        self.sensor_node: Node | None = None  # made after the checkpoint loads; a failed start has none
         checkpoint = declare(
             self, "checkpoint", "", "checkpoint folder; empty = the packaged tiny checkpoint", read_only=True
         )
@@ -468,8 +469,9 @@ class PolicyNode(Node):
         self.running = False
         if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout=2.0)
-        self.sensor_executor.shutdown()
-        self.sensor_node.destroy_node()
+        if self.sensor_node is not None:
+            self.sensor_executor.shutdown()
+            self.sensor_node.destroy_node()
         super().destroy_node()
 
 

@@ -302,8 +302,8 @@ class PolicyNode(Node):
 
     def take_waiting_sensor_messages(self) -> None:
         """Run the callbacks of every sensor message already waiting: the frames that came during a model call
-        enter the history prompts are checked against, and only the newest is acted on. Between frames: each
-        call of spin_once, even with nothing to take, costs 0.1 ms."""
+        all enter the frame history (prompts are checked against it) and only the newest is acted on. Called
+        between frames: each spin_once, even with nothing to take, costs 0.1 ms."""
         taken = -1
         while taken != self.sensor_messages:
             taken = self.sensor_messages

@@ -19,6 +19,7 @@ from pixelvla_ros.learning.training.data import (
     chunk_targets,
     count_episodes,
     example_stream,
+    grasp_offsets,
     idle_steps,
 )
 from pixelvla_ros.learning.training.train import main
@@ -106,6 +107,8 @@ def _losses(out: Path) -> dict[int, float]:
         (["distributed=fsdp"], "torchrun"),  # FSDP shards between processes: one process is refused
         (["action_loss_weights=[1, 1, 1]"], "action_loss_weights"),
         (["action_loss_weights=[0, 0, 0, 0, 0, 0, 0]"], "action_loss_weights"),
+        (["grasp_offset_loss_weight=-1"], "grasp_offset_loss_weight"),
+        (["grasp_offset_loss_weight=1"], "grasp-offset head"),  # the model has none
     ],
 )
 def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
@@ -164,13 +167,51 @@ def test_action_loss_weights_weigh_each_dimension_of_the_valid_steps(annotated, 
     overrides = {"data.train": str(annotated), "output_dir": str(tmp_path / "run")}
     overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in SMALL)})
     trainer = Trainer(load_config(CONFIG, {**overrides, "action_loss_weights": weights}), progress=False)
-    inputs, targets, valid = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
+    inputs, targets, valid, _ = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
     valid[0, -3:] = False  # padding past an episode's end counts for nothing
     with torch.no_grad():
         loss = trainer.forward_loss(inputs, targets, valid)
         err = (trainer.model(inputs).actions - targets).abs()[valid]  # (valid steps, 7)
     w = torch.tensor(weights)
     assert loss.item() == pytest.approx(((err * w).sum() / (w.sum() * len(err))).item(), rel=1e-5)
+
+
+def test_grasp_offset_is_the_way_to_the_next_close_while_the_gripper_is_open() -> None:
+    tcp = np.array([[0.0, 0, 0.2], [0.03, 0, 0.2], [0.05, 0.01, 0.1], [0.05, 0.01, 0.1], [0.05, 0.01, 0.2],
+                    [0.09, 0.01, 0.2], [0.1, 0.02, 0.05], [0.1, 0.02, 0.2]])  # fmt: skip
+    actions = np.zeros((8, 7))
+    actions[[2, 3, 4, 6, 7], 6] = 1.0  # close at 2 (held to 4), reopen at 5, close again at 6
+    offsets = grasp_offsets(tcp, actions)
+    np.testing.assert_allclose(offsets[[0, 1]], tcp[2] - tcp[[0, 1]])
+    np.testing.assert_allclose(offsets[5], tcp[6] - tcp[5])  # after a reopen: the next grasp
+    assert np.isnan(offsets[[2, 3, 4, 6, 7]]).all()  # closed: no grasp ahead to find
+    assert np.isnan(grasp_offsets(tcp[:2], actions[:2])).all()  # the episode never closes
+
+
+def test_the_grasp_offset_head_is_trained_on_the_examples_with_a_grasp_ahead(annotated, tmp_path) -> None:
+    import yaml
+    from pixelvla_ros.learning.training.config import load_config
+    from pixelvla_ros.learning.training.train import Trainer
+
+    from pixelvla_ros.model import GRASP_OFFSET_UNIT_M
+
+    overrides = {"data.train": str(annotated), "output_dir": str(tmp_path / "run")}
+    overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in SMALL)})
+    overrides["model_overrides"] = {**overrides["model_overrides"], "grasp_offset_head": True}
+    trainer = Trainer(load_config(CONFIG, {**overrides, "grasp_offset_loss_weight": 0.5}), progress=False)
+    inputs, targets, valid, offsets = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
+    offsets[0] = float("nan")  # this example's gripper is closed: no offset target
+    offsets[1:] = torch.tensor([0.1, -0.2, 0.05])
+    loss = trainer.forward_loss(inputs, targets, valid, offsets)
+    loss.backward()
+    with torch.no_grad():
+        out = trainer.model(inputs, targets, valid)
+    expected = (out.grasp_offset[1:] - offsets[1:] / GRASP_OFFSET_UNIT_M).abs().mean()
+    assert loss.item() == pytest.approx(out.loss.item() + 0.5 * expected.item(), rel=1e-5)
+    assert trainer.last_loss_parts["grasp_offset_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.grasp_offset_head.parameters()
+    )
 
 
 def test_padding_past_the_episode_end_is_marked_invalid() -> None:

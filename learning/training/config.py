@@ -86,6 +86,9 @@ class TrainConfig:
     # every dimension pulls equally hard whatever its size, and the scripted expert's roll and pitch steps are
     # residue (|a| < 1 mrad), normalized to unit spread: they drew as much of the model as the motion.
     action_loss_weights: list[float] | None = None
+    # Weight of the grasp-offset head's L1 loss (pixelvla_ros/model: action.grasp_offset_head), added to the
+    # action loss; 0: the head, if the model has one, is not trained.
+    grasp_offset_loss_weight: float = 0.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -108,6 +111,7 @@ class TrainConfig:
                 "checkpoint_every, keep_checkpoints >= 1",
             ),
             (self.log_every >= 1, "log_every must be >= 1"),
+            (0 <= self.grasp_offset_loss_weight < math.inf, "grasp_offset_loss_weight must be finite, >= 0"),
             (self.stage in STAGES, f"stage must be one of {STAGES}"),
             (self.distributed in ("ddp", "fsdp"), "distributed must be ddp or fsdp"),
             (self.time_budget_min is None or self.time_budget_min > 0, "time_budget_min must be > 0"),

@@ -11,6 +11,13 @@ stop lifting. With `drop_idle_steps`, steps whose action neither moves nor chang
 waiting for its gripper) are removed from the episode first: their frames look like the next step's, so
 the policy learns to wait there forever (OpenVLA filters idle actions for the same reason).
 
+Each example before a grasp also carries where that grasp happens: the TCP position at the step the
+gripper is next told to close, minus the TCP position now (hindsight, from the episode's own proprio and
+gripper commands, so any dataset with both has it). It is the target of the model's optional grasp-offset
+head: the action chunk only says where to go once the remaining way is shorter than a capped step, so the
+chunk loss supervises the grasp position on a few steps per episode; the offset supervises it on all of
+them.
+
 The stream is a pure function of (seed, epoch, rank): resuming skips the examples already consumed in
 the epoch and continues with exactly the batch an uninterrupted run would have seen next.
 """
@@ -40,6 +47,7 @@ class Example:
     actions: np.ndarray  # (N_c, 7) robot units, project convention
     valid: np.ndarray  # (N_c,) bool: False for padding past the episode's end (no loss there)
     key: str  # "{episode key}@{t}": names the example when a loss goes bad
+    grasp_offset: np.ndarray  # (3,) m: TCP at the next close minus TCP now; NaN: no grasp ahead/no proprio
 
 
 IDLE_TRANSLATION = 0.002  # m per step: below this (and IDLE_ROTATION) an action does not move the arm
@@ -71,6 +79,20 @@ def idle_steps(actions: np.ndarray) -> np.ndarray:
     )
     previous_gripper = np.concatenate([actions[:1, GRIPPER], actions[:-1, GRIPPER]])
     return still & (actions[:, GRIPPER] == previous_gripper)
+
+
+def grasp_offsets(tcp_position: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """(T, 3) TCP positions and (T, 7) actions -> (T, 3) TCP position at the next step whose gripper
+    command turns from open to closed, minus the TCP position at t; NaN where the command at t is already
+    closed or no close comes later in the episode."""
+    closed = actions[:, GRIPPER] > 0.5
+    onsets = np.flatnonzero(closed & ~np.concatenate([[False], closed[:-1]]))
+    out = np.full((len(actions), 3), np.nan)
+    for t in np.flatnonzero(~closed):
+        later = onsets[onsets > t]
+        if len(later):
+            out[t] = tcp_position[later[0]] - tcp_position[t]
+    return out
 
 
 def _prompts(annotation: dict, mask: np.ndarray, kinds: frozenset[str]) -> list[VisualPrompt]:
@@ -135,10 +157,15 @@ def example_stream(
         annotation = sample["annotation"]
         images, actions, mask = sample[cfg.image_key], sample["actions"], sample["mask"]
         proprio = state_proprio(sample["ee_pos"], sample["gripper_state"]) if "ee_pos" in sample else None
+        offsets = (
+            grasp_offsets(sample["ee_pos"], actions)
+            if "ee_pos" in sample
+            else np.full((len(actions), 3), np.nan)
+        )
         if cfg.drop_idle_steps:
             keep = ~idle_steps(actions)
             if keep.any():
-                images, actions = images[keep], actions[keep]
+                images, actions, offsets = images[keep], actions[keep], offsets[keep]
                 proprio = None if proprio is None else proprio[keep]
         for t in range(len(actions)):
             mode = rng.choices(modes, weights)[0]
@@ -153,7 +180,8 @@ def example_stream(
                 prompts=prompts,
                 proprio=None if proprio is None else proprio[t],
             )
-            buffer.append(Example(inputs, *chunk_targets(actions, t, chunk_size), f"{annotation['key']}@{t}"))
+            chunk, valid = chunk_targets(actions, t, chunk_size)
+            buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}", offsets[t]))
             if len(buffer) >= cfg.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
     rng.shuffle(buffer)

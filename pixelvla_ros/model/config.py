@@ -144,6 +144,9 @@ class ActionHeadConfig:
     )
     hidden_dim: int = 256
     num_blocks: int = 2  # N_r residual blocks
+    # A linear head on the action slots that predicts where the next grasp happens relative to the TCP:
+    # an auxiliary training target (learning/training/data.py), not used when acting.
+    grasp_offset_head: bool = False
 
     def __post_init__(self) -> None:
         if self.slot_layout not in ("per_step", "per_dim"):
@@ -266,7 +269,9 @@ def _convert(tp: Any, value: Any) -> Any:
 
 
 # --- presets -------------------------------------------------------------------------------------------
-def tiny_config(image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7) -> PixelVLAConfig:
+def tiny_config(
+    image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7, grasp_offset_head: bool = False
+) -> PixelVLAConfig:
     """~4-5M parameters: SigLIP-style tower (4 layers, width 192, patch 8) + Llama-style LM (4 layers,
     width 256). Trains on 2 CPU cores in minutes; ~10 ms per forward there."""
     from pixelvla_ros.model.tokenizer import ByteWordTokenizer
@@ -309,7 +314,9 @@ def tiny_config(image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7)
             slots=PromptSlots(max_points=4, max_lines=1, line_points=4, max_boxes=1, max_masks=1),
             mask_centroid=True,
         ),
-        action=ActionHeadConfig(chunk_size=chunk_size, hidden_dim=256, num_blocks=2),
+        action=ActionHeadConfig(
+            chunk_size=chunk_size, hidden_dim=256, num_blocks=2, grasp_offset_head=grasp_offset_head
+        ),
         proprio_dim=proprio_dim,
         lora=LoraSettings(rank=8, alpha=16),
         name="tiny",

@@ -25,6 +25,7 @@ from pixelvla_ros.model.vision import Projector, VisionBackbone, resolve_pretrai
 from pixelvla_ros.prompts import PixelVLAInputError
 
 BLOCK_CAUSAL, BLOCK_PROMPT, BLOCK_ACTION = 0, 1, 2
+GRASP_OFFSET_UNIT_M = 0.1  # the grasp-offset head predicts metres / this: about unit spread on a tabletop
 
 
 def default_device() -> torch.device:
@@ -101,6 +102,9 @@ class PixelVLA(nn.Module):
         a = cfg.action
         self.action_decoder = ActionDecoder(
             D, a.hidden_dim, a.num_blocks, a.chunk_size, a.action_dim, per_dim=a.slot_layout == "per_dim"
+        )
+        self.grasp_offset_head = (
+            nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 3)) if a.grasp_offset_head else None
         )
         self._static_cache: dict = {}
 
@@ -227,6 +231,9 @@ class PixelVLA(nn.Module):
         h = self.llm(inputs_embeds=seq, attention_mask=mask, position_ids=position_ids, use_cache=False)
         h = h.last_hidden_state[:, -e_a.shape[1] :]  # (B, A, D)
         pred = self.action_decoder(h).float()  # (B, N_c, 7)
+        offset = None  # (B, 3) where the next grasp is, from the pooled action slots
+        if self.grasp_offset_head is not None:
+            offset = self.grasp_offset_head(h.mean(1)).float()
         loss = None
         if actions is not None:
             if actions.shape != pred.shape:
@@ -240,7 +247,7 @@ class PixelVLA(nn.Module):
                 loss = (err * w).sum() / w.sum().clamp_min(1.0)
             else:
                 loss = err.mean()
-        return PixelVLAOutput(actions=pred, loss=loss)
+        return PixelVLAOutput(actions=pred, loss=loss, grasp_offset=offset)
 
     @torch.inference_mode()
     def predict(self, x: ModelInputs) -> torch.Tensor:

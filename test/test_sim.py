@@ -3,6 +3,7 @@ bad actions, recorder format."""
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -14,6 +15,8 @@ from pixelvla_ros.sim.env import TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.expert import ScriptedExpert, run_episode  # noqa: E402
 from pixelvla_ros.sim.seeds import SPLIT_SPAN, SeedSplitError, check_seed, episode_seed, split_of_seed  # noqa: E402
 from pixelvla_ros.sim.tasks import FAMILIES, TaskConfig, TaskSpec, evaluate_success  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -290,3 +293,23 @@ def test_dart_recording_executes_perturbations_and_keeps_the_experts_labels(tmp_
     assert gripper[:first_close].max() > 0.3, "the early close was not executed"
     # executed moves left the labelled ones by centimetres (clean tracking is within 3 mm)
     assert np.linalg.norm(pos[1:] - pos[:-1] - labels[:-1, :3], axis=1).max() > 0.01
+
+
+def test_dagger_recording_lets_the_policy_drive_and_keeps_the_experts_labels(tmp_path):
+    from pixelvla_ros.sim.record import load_episode, main
+
+    args = ["--out", str(tmp_path), "--episodes", "1", "--image-size", "96", "--task", "pick_prompted"]
+    assert main([*args, "--policy", str(ROOT / "checkpoints" / "tiny"), "--keep-failures"]) == 0
+    meta, steps, _ = load_episode(tmp_path / "train_0000000")
+    handover = meta["policy_execution"]["handover_step"]
+    assert meta["policy_execution"]["execute_steps"] == 4 and handover is not None and handover >= 4
+    labels, pos = steps["action"], steps["ee_pos"]
+    assert (labels[:handover, 6] <= 0.5).all()  # the expert's labels: still open while the policy drives
+    # the policy's moves are not the labelled ones (the expert tracks its own within 3 mm)...
+    driven = np.linalg.norm(pos[1 : handover + 1] - pos[:handover] - labels[:handover, :3], axis=1)
+    assert driven.max() > 0.005
+    # ...and after the handover the expert drives
+    expert = np.linalg.norm(
+        pos[handover + 2 :] - pos[handover + 1 : -1] - labels[handover + 1 : -1, :3], axis=1
+    )
+    assert np.median(expert) < 0.003

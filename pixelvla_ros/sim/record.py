@@ -15,6 +15,13 @@ visit states off the expert's path (beside or above the object, the object nudge
 corrections that lead back, which a policy trained on clean demonstrations never sees and then needs
 when its own grasp is off.
 
+``--policy CKPT`` records DAgger-style demonstrations (Ross et al., 2011): a learned policy (text and the
+target's projected centre point, as the evaluation's text_point mode, a new chunk every
+``--policy-execute-steps``) drives while the expert approaches and descends, and the recorded ``action``
+stays the expert's. At the policy's first close command, an invalid chunk, or the expert's own close, the
+expert takes over to the end. The episode then holds the states the policy itself reaches before a grasp
+(where its grasp position is off), labelled with the expert's way from there.
+
 On-disk layout (format "pixelvla_sim_demos", version 1)
 -------------------------------------------------------
 DIR/
@@ -51,6 +58,7 @@ episode.json keys:
            for the target and the prompted entities, at the first frame,
   action_space, task_config, control_rate_hz, physics_hz,
   action_noise {sigma_m, prob, early_close_prob, early_close_steps} | null,
+  policy_execution {checkpoint, execute_steps, handover_step} | null,
   grasps (the grasp attempts the expert made)
 """
 
@@ -138,6 +146,45 @@ class NoisyExecution:
         return out
 
 
+class PolicyExecution:
+    """One episode driven by a learned policy until the expert takes over (see the module docstring)."""
+
+    def __init__(self, policy: Any, execute_steps: int, env: TabletopEnv, stream: str) -> None:
+        from pixelvla_ros.policy import ChunkExecutor
+        from pixelvla_ros.preprocessing import state_proprio
+        from pixelvla_ros.prompts import VisualPrompt
+
+        self.policy, self.stream, self.state_proprio = policy, stream, state_proprio
+        self.executor = ChunkExecutor(policy.chunk_size, execute_steps)
+        camera, size = stream.rsplit("_", 1)
+        u, v = env.prompt(env.task.target, camera, int(size))["point"]
+        edge = int(size) - 0.5
+        self.prompts = [VisualPrompt.point([[float(np.clip(u, -0.5, edge)), float(np.clip(v, -0.5, edge))]])]
+        self.instruction = env.task.instruction
+        self.step = 0
+        self.handover_step: int | None = None  # the first step the expert drove
+
+    def __call__(self, action: np.ndarray, expert: ScriptedExpert, obs: Observation) -> np.ndarray:
+        """The action to execute at ``obs``: the policy's, or the expert's ``action`` after the handover."""
+        t, self.step = self.step, self.step + 1
+        if self.handover_step is None and expert.phase in ("approach", "descend"):
+            if self.executor.needs_query(t):
+                proprio = self.state_proprio(obs.ee_pos, obs.gripper) if self.policy.proprio_dim else None
+                chunk = self.policy.predict_chunk(
+                    obs.images[self.stream], self.instruction, self.prompts, None, proprio
+                )
+                if chunk.valid:
+                    self.executor.add_chunk(chunk.actions, t)
+                else:
+                    self.executor.skip_query(t)
+            policy_action = self.executor.action(t)
+            if policy_action is not None and policy_action[6] <= 0.5:
+                return policy_action
+        if self.handover_step is None:
+            self.handover_step = t
+        return action
+
+
 def episode_dirname(split: str, index: int) -> str:
     return f"{split}_{index:07d}"
 
@@ -158,13 +205,18 @@ def record_episode(
     out: Path,
     keep_failures: bool,
     noise: ActionNoise | None = None,
+    policy: tuple[Any, str, int] | None = None,
 ) -> dict[str, Any] | None:
-    """Run the expert on ``seed``; write the episode folder atomically; its metadata, None if dropped."""
+    """Run the expert on ``seed``; write the episode folder atomically; its metadata, None if dropped.
+    ``policy``: (Policy, its checkpoint path, execute_steps) to drive as PolicyExecution does."""
     obs = env.reset(seed)
-    # independent of the scene's draws
-    execute = None if noise is None else NoisyExecution(noise, np.random.default_rng((seed, 0xDA27)))
     cfg = env.config
     streams = [f"{c}_{s}" for c in cfg.cameras for s in cfg.image_sizes]
+    execute: NoisyExecution | PolicyExecution | None = None
+    if noise is not None:  # independent of the scene's draws
+        execute = NoisyExecution(noise, np.random.default_rng((seed, 0xDA27)))
+    elif policy is not None:
+        execute = PolicyExecution(policy[0], policy[2], env, streams[0])
     cameras, prompts, masks = {}, {}, {}
     for c in cfg.cameras:
         for s in cfg.image_sizes:
@@ -262,6 +314,9 @@ def record_episode(
         "control_rate_hz": cfg.action_space.control_rate_hz,
         "physics_hz": cfg.physics_hz,
         "action_noise": None if noise is None else asdict(noise),
+        "policy_execution": None
+        if policy is None
+        else {"checkpoint": policy[1], "execute_steps": policy[2], "handover_step": execute.handover_step},
         "grasps": expert.grasps,
     }
     final = out / episode_dirname(split, index)
@@ -325,7 +380,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--early-close-prob", type=float, default=0.0, help="share of episodes closing too early (with noise)"
     )
+    ap.add_argument(
+        "--policy", type=Path, metavar="CKPT", help="DAgger: this checkpoint drives, the expert labels"
+    )
+    ap.add_argument("--policy-execute-steps", type=int, default=4, help="a new chunk every N steps")
     args = ap.parse_args(argv)
+    if args.policy is not None and args.action_noise is not None:
+        ap.error("give --policy or --action-noise, not both")
+    policy = None
+    if args.policy is not None:
+        from pixelvla_ros.policy import Policy
+
+        loaded = Policy.from_checkpoint(args.policy)
+        if not 1 <= args.policy_execute_steps <= loaded.chunk_size:
+            ap.error(f"--policy-execute-steps must be in [1, {loaded.chunk_size}]")
+        policy = (loaded, str(args.policy), args.policy_execute_steps)
     noise = (
         None
         if args.action_noise is None
@@ -369,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             args.keep_failures,
             noise,
+            policy,
         )
         if meta is None:
             dropped += 1

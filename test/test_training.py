@@ -108,6 +108,7 @@ def _losses(out: Path) -> dict[int, float]:
         (["action_loss_weights=[1, 1, 1]"], "action_loss_weights"),
         (["action_loss_weights=[0, 0, 0, 0, 0, 0, 0]"], "action_loss_weights"),
         (["grasp_offset_loss_weight=-1"], "grasp_offset_loss_weight"),
+        (["data.proprio_shift_prob=2"], "proprio_shift_prob"),
         (["grasp_offset_loss_weight=1"], "grasp-offset head"),  # the model has none
     ],
 )
@@ -186,6 +187,30 @@ def test_grasp_offset_is_the_way_to_the_next_close_while_the_gripper_is_open() -
     np.testing.assert_allclose(offsets[5], tcp[6] - tcp[5])  # after a reopen: the next grasp
     assert np.isnan(offsets[[2, 3, 4, 6, 7]]).all()  # closed: no grasp ahead to find
     assert np.isnan(grasp_offsets(tcp[:2], actions[:2])).all()  # the episode never closes
+
+
+def test_a_shifted_proprio_position_shifts_the_grasp_offset_back_and_drops_the_chunk(annotated) -> None:
+    plain = DataConfig(train=str(annotated), prompt_modes={"text": 1.0})
+    shifted = DataConfig(
+        train=str(annotated), prompt_modes={"text": 1.0}, proprio_shift_prob=1.0, proprio_shift_m=0.03
+    )
+    before = {e.key: e for e in example_stream(plain, 8, seed=0, epoch=0)}
+    after = {e.key: e for e in example_stream(shifted, 8, seed=0, epoch=0)}
+    assert before.keys() == after.keys()
+    moved = 0
+    for key, a in after.items():
+        b = before[key]
+        shift = a.inputs.proprio[:3] - b.inputs.proprio[:3]
+        if not np.isfinite(b.grasp_offset).all():  # no grasp ahead: nothing to correct, left alone
+            assert not shift.any() and a.valid.tolist() == b.valid.tolist()
+            continue
+        moved += 1
+        assert shift[2] == 0 and 0 < np.abs(shift[:2]).max() <= 0.03
+        np.testing.assert_allclose(a.grasp_offset, b.grasp_offset - shift, atol=1e-9)
+        assert not a.valid.any()  # the expert's chunk from the shifted position is unknown
+    assert moved > 0
+    unaugmented = example_stream(shifted, 8, seed=0, epoch=0, augment=False)  # as evaluation reads it
+    assert all(np.array_equal(e.inputs.proprio, before[e.key].inputs.proprio) for e in unaugmented)
 
 
 def test_the_grasp_offset_head_is_trained_on_the_examples_with_a_grasp_ahead(annotated, tmp_path) -> None:

@@ -44,6 +44,10 @@ class DataConfig:
     augment_shift_px: int = 0  # random translation of image, mask and prompts together (0 = off)
     augment_brightness: float = 0.0  # +- relative brightness/contrast jitter (0 = off)
     drop_idle_steps: bool = False  # leave out steps that neither move nor change the gripper (data.py)
+    # Share of the examples with a grasp ahead whose proprio TCP position is shifted sideways by up to
+    # proprio_shift_m (each of x, y), their grasp offset corrected and their action chunk left out (data.py)
+    proprio_shift_prob: float = 0.0
+    proprio_shift_m: float = 0.0
 
     def __post_init__(self) -> None:
         for folder in self.train if isinstance(self.train, list) else [self.train]:
@@ -57,6 +61,8 @@ class DataConfig:
             raise TrainConfigError("data.prompt_modes weights sum to 0")
         for mode in self.prompt_modes:
             parse_mode(mode)
+        if not (0 <= self.proprio_shift_prob <= 1 and 0 <= self.proprio_shift_m < 1):
+            raise TrainConfigError("data: 0 <= proprio_shift_prob <= 1, 0 <= proprio_shift_m < 1 (metres)")
         if self.shuffle_buffer < 1 or self.augment_shift_px < 0 or not 0 <= self.augment_brightness < 1:
             raise TrainConfigError(
                 "data: shuffle_buffer >= 1, augment_shift_px >= 0, 0 <= augment_brightness < 1"

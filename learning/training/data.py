@@ -18,6 +18,15 @@ head: the action chunk only says where to go once the remaining way is shorter t
 chunk loss supervises the grasp position on a few steps per episode; the offset supervises it on all of
 them.
 
+A policy trained on demonstrations can read the target from its own TCP position: along the expert's
+path the TCP heads for the target, so "where the TCP is" predicts "where the target is" (the copycat
+problem of imitation from proprioception; Wen et al., 2020). Measured on stage F's policy: shifting its
+proprio TCP position 3 cm sideways moved its predicted grasp offset +0.5 times the shift during the
+approach, where the truth is -1 times, and not at all above the target. With `proprio_shift_prob`, that
+share of the examples with a grasp ahead get their proprio TCP position shifted by a random sideways
+offset, and their grasp-offset target corrected by it (it is exact: the grasp stays where it was). Their
+action chunk is left out of the loss: the expert's way from the shifted position is not known.
+
 The stream is a pure function of (seed, epoch, rank): resuming skips the examples already consumed in
 the epoch and continues with exactly the batch an uninterrupted run would have seen next.
 """
@@ -173,15 +182,28 @@ def example_stream(
             image, held_mask = images[t], mask
             if augment:
                 image, held_mask, prompts = _augment(image, held_mask, prompts, cfg, rng)
+            chunk, valid = chunk_targets(actions, t, chunk_size)
+            state, offset = None if proprio is None else proprio[t], offsets[t]
+            if (
+                augment
+                and state is not None
+                and cfg.proprio_shift_prob
+                and np.isfinite(offset).all()
+                and rng.random() < cfg.proprio_shift_prob
+            ):
+                shift = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), 0.0]) * cfg.proprio_shift_m
+                state = state.copy()
+                state[:3] += shift  # state_proprio: TCP position first
+                offset = offset - shift
+                valid = np.zeros_like(valid)
             inputs = PolicyInput(
                 image=image,
                 task=annotation["instruction"] if "text" in mode else None,
                 object_mask=held_mask if "object_mask" in mode else None,
                 prompts=prompts,
-                proprio=None if proprio is None else proprio[t],
+                proprio=state,
             )
-            chunk, valid = chunk_targets(actions, t, chunk_size)
-            buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}", offsets[t]))
+            buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}", offset))
             if len(buffer) >= cfg.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
     rng.shuffle(buffer)

@@ -135,6 +135,7 @@ class Trainer:
         resume_dir = self._find_resume(resume) if resume else None
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.seen: list[str] = []  # the first examples this rank trained on (ranks.json under DDP)
+        self.last_loss_parts: dict[str, float] = {}  # the last forward_loss's terms, for the metrics
         if resume_dir is not None:
             self._load_model(resume_dir)
         elif cfg.init_checkpoint:
@@ -308,9 +309,11 @@ class Trainer:
         targets = np.stack([self.pre.normalize_actions(e.actions) for e in examples])
         valid = np.stack([e.valid for e in examples])
         offsets = np.stack([e.grasp_offset for e in examples]).astype(np.float32)
-        return tuple(  # type: ignore[return-value]
-            [inputs] + [torch.from_numpy(a).to(self.device) for a in (targets, valid, offsets)]
-        )
+
+        def on_device(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).to(self.device)
+
+        return inputs, on_device(targets), on_device(valid), on_device(offsets)
 
     def forward_loss(
         self,

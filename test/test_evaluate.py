@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -168,3 +169,24 @@ def test_incomplete_checkpoint_and_execute_steps(checkpoint, tmp_path, capsys) -
     argv = ["--checkpoint", str(checkpoint), "--execute-steps", "9", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "--execute-steps must be in [1, 4]" in capsys.readouterr().err
+
+
+def test_probe_reads_the_proprio_response_and_the_grasp_offset_error(tmp_path) -> None:
+    from learning.evaluation.probe import probe
+    from pixelvla_ros.model import load_checkpoint
+    from pixelvla_ros.policy import Policy
+
+    root = Path(__file__).resolve().parents[1]
+    packaged = Policy.from_checkpoint(root / "checkpoints" / "tiny")
+    medians = probe(packaged, ["pick_named"], start=100, episodes=2, shift=0.03, execute_steps=4)
+    assert set(medians) == {"first frame", "approach", "descend"}
+    assert set(medians["approach"]) == {"proprio_response_x", "proprio_response_y"}  # no grasp-offset head
+    # the packaged policy reads its proprio position during the approach: the shift reaches the model
+    assert abs(medians["approach"]["proprio_response_x"]) > 0.1
+    # with a (fresh) grasp-offset head the probe also measures how far off the head is
+    model, pre = load_checkpoint(
+        root / "checkpoints" / "tiny", config_changes={"action.grasp_offset_head": True}
+    )
+    save_checkpoint(model, pre, tmp_path / "with_head")
+    medians = probe(Policy.from_checkpoint(tmp_path / "with_head"), ["pick_named"], 100, 1, 0.03, 4)
+    assert all(0 <= m["grasp_offset_error_m"] < 1 for m in medians.values())

@@ -35,5 +35,6 @@ class ModelInputs:
 class PixelVLAOutput:
     actions: torch.Tensor  # (B, N_c, 7) normalized actions (gripper in [0, 1] units, not binarized)
     loss: torch.Tensor | None = None  # scalar L1 on normalized actions, when targets were given
-    # (B, 3) the grasp-offset head's prediction, in GRASP_OFFSET_UNIT_M, when targets were given (else None)
+    # (B, 3) the grasp-offset head's prediction, in GRASP_OFFSET_UNIT_M (None without the head; not used
+    # when acting: learning/evaluation/probe.py reads it)
     grasp_offset: torch.Tensor | None = None

@@ -231,8 +231,8 @@ class PixelVLA(nn.Module):
         h = self.llm(inputs_embeds=seq, attention_mask=mask, position_ids=position_ids, use_cache=False)
         h = h.last_hidden_state[:, -e_a.shape[1] :]  # (B, A, D)
         pred = self.action_decoder(h).float()  # (B, N_c, 7)
-        offset = None  # (B, 3) where the next grasp is, from the pooled action slots: a training target only
-        if self.grasp_offset_head is not None and actions is not None:
+        offset = None  # (B, 3) where the next grasp is, from the pooled action slots
+        if self.grasp_offset_head is not None:
             offset = self.grasp_offset_head(h.mean(1)).float()
         loss = None
         if actions is not None:

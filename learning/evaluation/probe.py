@@ -1,0 +1,133 @@
+"""Probes of what a checkpoint's policy reads, in the simulator on eval-split seeds: the measurements behind
+"What limits it" in checkpoints/tiny/README.md.
+
+    python -m pixelvla_ros.learning.evaluation.probe --checkpoint checkpoints/tiny --episodes 40 --start 100
+
+Each episode gets text + the target's centre point (the evaluation's text_point inputs), and the scripted
+expert drives it through three states: the first frame, 3 steps into the approach, and the start of the
+descent (the TCP above the target). At each state:
+- proprio response: the sum of the model's next `--execute-steps` translations with the proprio TCP
+  position shifted by `--shift` m along x (and along y), the image unchanged, minus the unshifted sum,
+  over the shift. A policy that steers by its own position toward the grasp point gives about -1 above
+  the target; 0 means the proprio position is not read there.
+- grasp-offset error, for a model with the grasp-offset head: the horizontal distance between the head's
+  prediction and the truth (the expert's grasp point minus the TCP).
+Prints the medians per state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pixelvla_ros.model import GRASP_OFFSET_UNIT_M, autocast_context  # noqa: E402
+from pixelvla_ros.policy import Policy  # noqa: E402
+from pixelvla_ros.sim.env import Observation, TabletopEnv  # noqa: E402
+from pixelvla_ros.sim.expert import ScriptedExpert  # noqa: E402
+from pixelvla_ros.sim.seeds import episode_seed  # noqa: E402
+from pixelvla_ros.sim.tasks import TaskConfig  # noqa: E402
+
+from .evaluate import MODES, EpisodeInputs, ground_truth_inputs, proprio_vector  # noqa: E402
+
+CAMERA, SIZE = "scene", 96
+STATES = (("first frame", "approach", 0), ("approach", "approach", 3), ("descend", "descend", 0))  # (name,
+# the expert's phase, steps into it)
+
+
+def model_outputs(
+    policy: Policy, obs: Observation, inp: EpisodeInputs, proprio: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N_c, 7) chunk in robot units, (3,) grasp offset in m or None, for one observation."""
+    x = policy.preprocessor(
+        obs.images[f"{CAMERA}_{SIZE}"], inp.instruction, inp.object_mask, inp.prompts, proprio
+    )
+    with torch.inference_mode(), autocast_context(policy.device):
+        out = policy.model(x.to(policy.device))
+    chunk = policy.preprocessor.postprocess(out.actions.float().cpu().numpy())[0]
+    offset = None
+    if out.grasp_offset is not None:
+        offset = out.grasp_offset[0].float().cpu().numpy() * GRASP_OFFSET_UNIT_M
+    return chunk, offset
+
+
+def probe_state(
+    policy: Policy, env: TabletopEnv, expert: ScriptedExpert, obs: Observation, inp: EpisodeInputs,
+    shift: float, execute_steps: int,
+) -> dict[str, float]:  # fmt: skip
+    proprio = proprio_vector(obs, policy.proprio_dim)
+    chunk, offset = model_outputs(policy, obs, inp, proprio)
+    out: dict[str, float] = {}
+    if proprio is not None:
+        for axis, name in ((0, "x"), (1, "y")):
+            moved = proprio.copy()
+            moved[axis] += shift  # state_proprio: the TCP position comes first
+            shifted, _ = model_outputs(policy, obs, inp, moved)
+            delta = shifted[:execute_steps, axis].sum() - chunk[:execute_steps, axis].sum()
+            out[f"proprio_response_{name}"] = float(delta / shift)
+    if offset is not None:
+        target = env.object_pose(env.task.target)[:3, 3]
+        grasp = np.array([target[0], target[1], expert.grasp_z()])  # where the expert closes
+        out["grasp_offset_error_m"] = float(np.linalg.norm((offset - (grasp - obs.ee_pos))[:2]))
+    return out
+
+
+def probe(
+    policy: Policy, families: list[str], start: int, episodes: int, shift: float, execute_steps: int
+) -> dict[str, dict[str, float]]:
+    """Medians per probed state: {state: {measure: median}}."""
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in STATES}
+    for family in families:
+        env = TabletopEnv(
+            TaskConfig(family=family, image_sizes=(SIZE,), cameras=(CAMERA,)),
+            seed=episode_seed("eval", start),
+            split="eval",
+        )
+        try:
+            for index in range(start, start + episodes):
+                obs = env.reset(episode_seed("eval", index))
+                inp = ground_truth_inputs(env, MODES["text_point"], CAMERA, SIZE)
+                expert = ScriptedExpert(env)
+                for name, phase, steps_in in STATES:
+                    while expert.phase != phase or expert.phase_steps < steps_in:
+                        if env.steps >= env.config.max_steps:
+                            raise RuntimeError(f"episode {index}: the expert never reached {phase}")
+                        obs = env.step(expert.act(obs)).observation
+                    rows[name].append(probe_state(policy, env, expert, obs, inp, shift, execute_steps))
+        finally:
+            env.close()
+    return {
+        name: {key: float(np.median([r[key] for r in found])) for key in found[0]}
+        for name, found in rows.items()
+        if found and found[0]
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--families", nargs="+", default=["pick_named", "pick_prompted"])
+    ap.add_argument("--start", type=int, default=100, help="first eval-split episode index")
+    ap.add_argument("--episodes", type=int, default=20, help="per family")
+    ap.add_argument("--shift", type=float, default=0.03, help="proprio TCP shift, m")
+    ap.add_argument("--execute-steps", type=int, default=4, help="chunk steps summed (as executed)")
+    args = ap.parse_args(argv)
+    if args.episodes < 1 or not 0 < args.shift < 0.5:
+        print("probe: --episodes >= 1 and 0 < --shift < 0.5 m", file=sys.stderr)
+        return 2
+    policy = Policy.from_checkpoint(args.checkpoint)
+    medians = probe(policy, args.families, args.start, args.episodes, args.shift, args.execute_steps)
+    print(f"{args.checkpoint}: medians over {args.episodes} episodes x {len(args.families)} families")
+    for name, values in medians.items():
+        print(f"  {name:<12} " + "  ".join(f"{k} {v:+.3f}" for k, v in values.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -143,8 +143,7 @@ def ground_truth_inputs(env: TabletopEnv, mode: PromptMode, camera: str, size: i
         return m
 
     if mode.point:
-        u, v = env.prompt(entity, camera, size)["point"]
-        prompts.append(VisualPrompt.point([[np.clip(u, -0.5, size - 0.5), np.clip(v, -0.5, size - 0.5)]]))
+        prompts.append(VisualPrompt.point([env.prompt_point(entity, camera, size)]))
     if mode.box:
         ys, xs = np.nonzero(mask_of(entity))
         prompts.append(VisualPrompt.box(xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5))

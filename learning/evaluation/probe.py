@@ -37,8 +37,8 @@ from pixelvla_ros.sim.tasks import TaskConfig  # noqa: E402
 from .evaluate import MODES, EpisodeInputs, ground_truth_inputs, proprio_vector  # noqa: E402
 
 CAMERA, SIZE = "scene", 96
-STATES = (("first frame", "approach", 0), ("approach", "approach", 3), ("descend", "descend", 0))  # (name,
-# the expert's phase, steps into it)
+# (name, the expert's phase, steps into it)
+STATES = (("first frame", "approach", 0), ("approach", "approach", 3), ("descend", "descend", 0))
 
 
 def model_outputs(

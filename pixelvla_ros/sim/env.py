@@ -317,6 +317,12 @@ class TabletopEnv:
             step=self.steps,
         )
 
+    def prompt_point(self, name: str, camera: str, size: int) -> tuple[float, float]:
+        """The entity's projected centre (u, v), clipped into the image: a centre just past the edge still
+        marks the object, and a point prompt must lie inside the image."""
+        u, v = self.prompt(name, camera, size)["point"]
+        return float(np.clip(u, -0.5, size - 0.5)), float(np.clip(v, -0.5, size - 0.5))
+
     def prompt(
         self, name: str | None = None, camera: str = "scene", size: int | None = None
     ) -> dict[str, Any]:

@@ -157,9 +157,7 @@ class PolicyExecution:
         self.policy, self.stream, self.state_proprio = policy, stream, state_proprio
         self.executor = ChunkExecutor(policy.chunk_size, execute_steps)
         camera, size = stream.rsplit("_", 1)
-        u, v = env.prompt(env.task.target, camera, int(size))["point"]
-        edge = int(size) - 0.5
-        self.prompts = [VisualPrompt.point([[float(np.clip(u, -0.5, edge)), float(np.clip(v, -0.5, edge))]])]
+        self.prompts = [VisualPrompt.point([env.prompt_point(env.task.target, camera, int(size))])]
         self.instruction = env.task.instruction
         self.step = 0
         self.handover_step: int | None = None  # the first step the expert drove

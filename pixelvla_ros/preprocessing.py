@@ -93,6 +93,10 @@ class PreprocessConfig:
     action_stats: NormStats  # 7 dims; the gripper entry is stored but not used (gripper not normalized)
     proprio_dim: int = 0
     proprio_stats: NormStats | None = None
+    # Proprio entries the model is not shown: set to 0 (mid-range once normalized). Hiding the TCP's
+    # horizontal position makes the target's place relative to the gripper come from the image (training's
+    # data.proprio_hidden_dims; the checkpoint carries it, so evaluation and the live node do the same).
+    proprio_hidden_dims: tuple[int, ...] = ()
     gripper_threshold: float = 0.5
     template: str = "What should the robot do to {task}, refer to {refs}?"
     template_no_refs: str = "What should the robot do to {task}?"
@@ -104,6 +108,12 @@ class PreprocessConfig:
             raise ValueError(f"action_stats need {ACTION_DIM} dims, got {len(self.action_stats.q01)}")
         if self.proprio_stats is not None and len(self.proprio_stats.q01) != self.proprio_dim:
             raise ValueError(f"proprio_stats need {self.proprio_dim} dims, got {len(self.proprio_stats.q01)}")
+        self.proprio_hidden_dims = tuple(int(i) for i in self.proprio_hidden_dims)
+        if any(not 0 <= i < self.proprio_dim for i in self.proprio_hidden_dims):
+            raise ValueError(
+                f"proprio_hidden_dims {list(self.proprio_hidden_dims)} must index the proprio vector "
+                f"(0..{self.proprio_dim - 1})"
+            )
         if not 0 < self.gripper_threshold < 1:
             raise ValueError("gripper_threshold must be in (0, 1)")
 
@@ -158,6 +168,7 @@ class PreprocessConfig:
         d["action_space"] = self.action_space.to_dict()
         d["action_stats"] = dict(self.action_stats.__dict__)
         d["proprio_stats"] = None if self.proprio_stats is None else dict(self.proprio_stats.__dict__)
+        d["proprio_hidden_dims"] = list(self.proprio_hidden_dims)
         return d
 
     @classmethod
@@ -288,7 +299,9 @@ class Preprocessor:
             raise PixelVLAInputError(f"proprio must have shape ({c.proprio_dim},), got {p.shape}")
         if not np.all(np.isfinite(p)):
             raise PixelVLAInputError(f"proprio contains NaN or inf: {p.tolist()}")
-        return (c.proprio_stats.normalize(p, clip=False) if c.proprio_stats else p).astype(np.float32)
+        p = c.proprio_stats.normalize(p, clip=False) if c.proprio_stats else p.copy()
+        p[list(c.proprio_hidden_dims)] = 0.0
+        return p.astype(np.float32)
 
     # --- actions ---------------------------------------------------------------------------------------
     def normalize_actions(self, actions: np.ndarray) -> np.ndarray:

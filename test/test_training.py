@@ -110,6 +110,7 @@ def _losses(out: Path) -> dict[int, float]:
         (["grasp_offset_loss_weight=-1"], "grasp_offset_loss_weight"),
         (["data.proprio_shift_prob=2"], "proprio_shift_prob"),
         (["grasp_offset_loss_weight=1"], "grasp-offset head"),  # the model has none
+        (["data.proprio_hidden_dims=[4]"], "proprio_hidden_dims"),  # the proprio vector has 4 entries
     ],
 )
 def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
@@ -237,6 +238,29 @@ def test_the_grasp_offset_head_is_trained_on_the_examples_with_a_grasp_ahead(ann
     assert all(
         p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.grasp_offset_head.parameters()
     )
+
+
+def test_hidden_proprio_entries_are_saved_in_the_checkpoint_and_never_reach_the_model(
+    annotated, tmp_path
+) -> None:
+    from pixelvla_ros.prompts import VisualPrompt
+
+    out = tmp_path / "run"
+    assert main(_args(annotated, out, "max_steps=2", "data.proprio_hidden_dims=[0, 1]")) == 0
+    model, pre = load_checkpoint(out / "model")
+    assert pre.config.proprio_hidden_dims == (0, 1)  # evaluation and the live node load the same
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    point = [VisualPrompt.point([[30, 20]])]
+    proprio = np.array([0.45, 0.0, 0.25, 0.0])
+
+    def chunk(p: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return model.predict(pre(image, "pick up the cube", prompts=point, proprio=p))
+
+    moved_sideways, raised = proprio + [0.05, -0.04, 0, 0], proprio + [0, 0, 0.05, 0]
+    assert torch.equal(chunk(proprio), chunk(moved_sideways))
+    assert not torch.equal(chunk(proprio), chunk(raised))  # the height is still read
+    assert proprio[0] == 0.45  # the caller's vector is left as it was
 
 
 def test_padding_past_the_episode_end_is_marked_invalid() -> None:

@@ -48,6 +48,9 @@ class DataConfig:
     # proprio_shift_m (each of x, y), their grasp offset corrected and their action chunk left out (data.py)
     proprio_shift_prob: float = 0.0
     proprio_shift_m: float = 0.0
+    # Proprio entries the model is not shown (preprocessing.PreprocessConfig.proprio_hidden_dims), e.g.
+    # [0, 1]: the TCP's x and y, which on the expert's path give the target away (the copycat problem)
+    proprio_hidden_dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for folder in self.train if isinstance(self.train, list) else [self.train]:

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,13 @@ class Trainer:
             )
             torch.manual_seed(cfg.seed)
             self.model = build_model(model_cfg, device=self.device)
+        if cfg.data.proprio_hidden_dims:
+            # An empty list keeps what a checkpoint started from already hides.
+            try:
+                config = replace(self.pre.config, proprio_hidden_dims=tuple(cfg.data.proprio_hidden_dims))
+                self.pre = Preprocessor(config, self.pre.tokenizer)
+            except ValueError as error:
+                raise TrainConfigError(f"data.proprio_hidden_dims: {error}") from None
         if cfg.grasp_offset_loss_weight and self.model.grasp_offset_head is None:
             raise TrainConfigError(
                 "grasp_offset_loss_weight > 0 needs a model with the grasp-offset head: add "

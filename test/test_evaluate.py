@@ -180,9 +180,12 @@ def test_probe_reads_the_proprio_response_and_the_grasp_offset_error(tmp_path) -
     packaged = Policy.from_checkpoint(root / "checkpoints" / "tiny")
     medians = probe(packaged, ["pick_named"], start=100, episodes=2, shift=0.03, execute_steps=4)
     assert set(medians) == {"first frame", "approach", "descend"}
-    assert set(medians["approach"]) == {"proprio_response_x", "proprio_response_y"}  # no grasp-offset head
-    # the packaged policy reads its proprio position during the approach: the shift reaches the model
+    responses = {f"{kind}_response_{axis}" for kind in ("proprio", "servo") for axis in "xy"}
+    assert set(medians["approach"]) == responses  # no grasp-offset head
+    # the packaged policy reads its proprio position during the approach: the shift reaches the model,
+    # and so does moving the arm itself (proprio and image)
     assert abs(medians["approach"]["proprio_response_x"]) > 0.1
+    assert abs(medians["approach"]["servo_response_x"]) > 0.1
     # with a (fresh) grasp-offset head the probe also measures how far off the head is
     model, pre = load_checkpoint(
         root / "checkpoints" / "tiny", config_changes={"action.grasp_offset_head": True}

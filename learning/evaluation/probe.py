@@ -10,6 +10,11 @@ descent (the TCP above the target). At each state:
   position shifted by `--shift` m along x (and along y), the image unchanged, minus the unshifted sum,
   over the shift. A policy that steers by its own position toward the grasp point gives about -1 above
   the target; 0 means the proprio position is not read there.
+- servo response: the same difference with the arm itself moved: the state is replayed and one control
+  step holds the arm, or moves it by `--shift` m along x (along y), so image and proprio both show the
+  new position; the difference of the two chunks' sums over the TCP's measured displacement. About -1
+  above the target for a policy that corrects where it is; it works for a policy whose proprio input
+  hides the TCP's horizontal position (`proprio_hidden_dims`), where the proprio response is 0.
 - grasp-offset error, for a model with the grasp-offset head: the horizontal distance between the head's
   prediction and the truth (the expert's grasp point minus the TCP).
 Prints the medians per state.
@@ -27,6 +32,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pixelvla_ros.action_space import GRIPPER  # noqa: E402
 from pixelvla_ros.model import GRASP_OFFSET_UNIT_M, autocast_context  # noqa: E402
 from pixelvla_ros.policy import Policy  # noqa: E402
 from pixelvla_ros.sim.env import Observation, TabletopEnv  # noqa: E402
@@ -57,10 +63,34 @@ def model_outputs(
     return chunk, offset
 
 
+def drive_to(
+    env: TabletopEnv, index: int, phase: str, steps_in: int
+) -> tuple[Observation, ScriptedExpert, np.ndarray]:
+    """Reset to eval episode `index` and let the expert drive until `steps_in` steps into `phase`.
+    Returns the observation, the expert and its last action."""
+    obs = env.reset(episode_seed("eval", index))
+    expert = ScriptedExpert(env)
+    action = np.zeros(7)
+    while expert.phase != phase or expert.phase_steps < steps_in:
+        if env.steps >= env.config.max_steps:
+            raise RuntimeError(f"episode {index}: the expert never reached {phase}")
+        action = expert.act(obs)
+        obs = env.step(action).observation
+    return obs, expert, action
+
+
+def translation_sums(policy: Policy, obs: Observation, inp: EpisodeInputs, execute_steps: int) -> np.ndarray:
+    """(3,) the translation of the model's next `execute_steps` actions at this observation."""
+    chunk, _ = model_outputs(policy, obs, inp, proprio_vector(obs, policy.proprio_dim))
+    return chunk[:execute_steps, :3].sum(axis=0)
+
+
 def probe_state(
-    policy: Policy, env: TabletopEnv, expert: ScriptedExpert, obs: Observation, inp: EpisodeInputs,
+    policy: Policy, env: TabletopEnv, index: int, state: tuple[str, str, int], inp: EpisodeInputs,
     shift: float, execute_steps: int,
 ) -> dict[str, float]:  # fmt: skip
+    _, phase, steps_in = state
+    obs, expert, last_action = drive_to(env, index, phase, steps_in)
     proprio = proprio_vector(obs, policy.proprio_dim)
     chunk, offset = model_outputs(policy, obs, inp, proprio)
     out: dict[str, float] = {}
@@ -75,6 +105,18 @@ def probe_state(
         target = env.object_pose(env.task.target)[:3, 3]
         grasp = np.array([target[0], target[1], expert.grasp_z()])  # where the expert closes
         out["grasp_offset_error_m"] = float(np.linalg.norm((offset - (grasp - obs.ee_pos))[:2]))
+    hold = np.zeros(7)
+    hold[GRIPPER] = last_action[GRIPPER]
+    held = env.step(hold).observation
+    held_sums = translation_sums(policy, held, inp, execute_steps)
+    for axis, name in ((0, "x"), (1, "y")):
+        drive_to(env, index, phase, steps_in)  # the same state again: the simulator is deterministic
+        push = hold.copy()
+        push[axis] = shift
+        pushed = env.step(push).observation
+        moved = pushed.ee_pos[axis] - held.ee_pos[axis]
+        delta = translation_sums(policy, pushed, inp, execute_steps)[axis] - held_sums[axis]
+        out[f"servo_response_{name}"] = float(delta / moved)
     return out
 
 
@@ -91,15 +133,10 @@ def probe(
         )
         try:
             for index in range(start, start + episodes):
-                obs = env.reset(episode_seed("eval", index))
+                env.reset(episode_seed("eval", index))
                 inp = ground_truth_inputs(env, MODES["text_point"], CAMERA, SIZE)
-                expert = ScriptedExpert(env)
-                for name, phase, steps_in in STATES:
-                    while expert.phase != phase or expert.phase_steps < steps_in:
-                        if env.steps >= env.config.max_steps:
-                            raise RuntimeError(f"episode {index}: the expert never reached {phase}")
-                        obs = env.step(expert.act(obs)).observation
-                    rows[name].append(probe_state(policy, env, expert, obs, inp, shift, execute_steps))
+                for state in STATES:
+                    rows[state[0]].append(probe_state(policy, env, index, state, inp, shift, execute_steps))
         finally:
             env.close()
     return {
@@ -115,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="+", default=["pick_named", "pick_prompted"])
     ap.add_argument("--start", type=int, default=100, help="first eval-split episode index")
     ap.add_argument("--episodes", type=int, default=20, help="per family")
-    ap.add_argument("--shift", type=float, default=0.03, help="proprio TCP shift, m")
+    ap.add_argument("--shift", type=float, default=0.03, help="proprio TCP shift and arm move, m")
     ap.add_argument("--execute-steps", type=int, default=4, help="chunk steps summed (as executed)")
     args = ap.parse_args(argv)
     if args.episodes < 1 or not 0 < args.shift < 0.5:

@@ -94,8 +94,9 @@ class PreprocessConfig:
     proprio_dim: int = 0
     proprio_stats: NormStats | None = None
     # Proprio entries the model is not shown: set to 0 (mid-range once normalized). Hiding the TCP's
-    # horizontal position makes the target's place relative to the gripper come from the image (training's
-    # data.proprio_hidden_dims; the checkpoint carries it, so evaluation and the live node do the same).
+    # position leaves the image to say where the gripper is (the tiny policy did not learn to read it:
+    # stages I-K in checkpoints/tiny/README.md). Set by training's data.proprio_hidden_dims; the checkpoint
+    # carries it, so evaluation and the live node hide the same entries.
     proprio_hidden_dims: tuple[int, ...] = ()
     gripper_threshold: float = 0.5
     template: str = "What should the robot do to {task}, refer to {refs}?"

@@ -5,7 +5,8 @@ ros2 launch pixelvla_ros robot.launch.py robot_ip:=192.168.1.10 image:=/camera/c
 
 DRY RUN BY DEFAULT: the driver computes and reports every command but sends no motion until
 enable_actuation:=true. Start a camera driver yourself (e.g. realsense2_camera); its optical frame's pose
-in the robot base frame goes into config/prompt_node.yaml (camera_pose_in_base) or comes from tf2.
+in the robot base frame goes into config/prompt_node.yaml (camera_pose_in_base, or it comes from tf2) and
+config/policy_node.yaml (camera_pose_in_base: the prompt anchor of checkpoints that use it).
 Rehearse without a robot: README "UR driver" (ur_emulator + the simulator's camera).
 """
 

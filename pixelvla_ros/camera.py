@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,11 @@ class CameraModel:
             T_base_camera=self.T_base_camera.copy(),
             base_frame_id=self.base_frame_id,
         )
+
+    def shifted(self, dx: float, dy: float) -> CameraModel:
+        """The camera of this image's content moved dx pixels right and dy down (principal point moved)."""
+        T = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+        return dataclasses.replace(self, K=T @ self.K, P=T @ self.P)
 
     # ------------------------------------------------------------------------------------------------
     def _distort(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

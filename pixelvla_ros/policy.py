@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER
+from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.preprocessing import Preprocessor
 from pixelvla_ros.prompts import VisualPrompt
 from pixelvla_ros.safety import SafetyLimits, UnsafeChunkError, check_chunk
@@ -90,15 +91,18 @@ class Policy:
         prompts: Sequence[VisualPrompt] = (),
         object_mask: np.ndarray | None = None,
         proprio: np.ndarray | None = None,
+        camera: CameraModel | None = None,
     ) -> ActionChunkResult:
         """image (H, W, 3) uint8 RGB; prompts in that image's pixels; object_mask (H, W) bool or None;
-        proprio (proprio_dim,) or None. Returns a checked chunk, or an invalid result with the reason."""
+        proprio (proprio_dim,) or None; camera: the image's calibration, for a model with the prompt
+        anchor (without one it acts from pixels alone). Returns a checked chunk, or an invalid result with
+        the reason."""
         times = self.chunk_times()
         t0 = time.perf_counter()
         latency = 0.0
         stage = "preprocessing"
         try:
-            inputs = self.preprocessor(image, instruction, object_mask, list(prompts), proprio)
+            inputs = self.preprocessor(image, instruction, object_mask, list(prompts), proprio, camera)
             stage = "model"
             t1 = time.perf_counter()
             out = self.model.predict(inputs)  # (1, N_c, 7) normalized

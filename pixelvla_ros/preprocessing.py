@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ActionSpace
+from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.model.config import PixelVLAConfig, TokenizerConfig
-from pixelvla_ros.model.inputs import ModelInputs
+from pixelvla_ros.model.inputs import ANCHOR_DIM, ModelInputs
 from pixelvla_ros.model.tokenizer import load_tokenizer
 from pixelvla_ros.prompts import (
     PixelVLAInputError,
@@ -83,6 +84,33 @@ def state_proprio(tcp_position: np.ndarray, gripper: np.ndarray | float) -> np.n
     return np.concatenate([position, closure[..., None]], axis=-1)
 
 
+ANCHOR_SCALE_M = 0.1  # the anchor's offset from the TCP is given in units of 10 cm
+ANCHOR_MAX_M = 1.0  # an anchor further than this from the TCP is a miscalibration, not a target: absent
+
+
+def prompt_anchor_pixel(
+    object_masks: Sequence[np.ndarray], prompts: Sequence[VisualPrompt]
+) -> np.ndarray | None:
+    """The pixel (u, v) the inputs point at: the object mask's centroid, else the mean of the first point
+    prompt's positive points, else the first box's centre, else the first mask prompt's centroid. None for
+    text or lines alone (a line is a path, not a place)."""
+    if len(object_masks):
+        ys, xs = np.nonzero(object_masks[0])
+        return np.array([xs.mean(), ys.mean()])
+    by_kind: dict[str, VisualPrompt] = {}
+    for p in prompts:
+        by_kind.setdefault(p.kind, p)
+    if "point" in by_kind and np.any(by_kind["point"].labels == 1):
+        p = by_kind["point"]
+        return p.points[p.labels == 1].mean(axis=0)
+    if "box" in by_kind:
+        return by_kind["box"].points.mean(axis=0)
+    if "mask" in by_kind and by_kind["mask"].mask.any():
+        ys, xs = np.nonzero(by_kind["mask"].mask)
+        return np.array([xs.mean(), ys.mean()])
+    return None
+
+
 @dataclass
 class PreprocessConfig:
     image_size: int
@@ -98,6 +126,13 @@ class PreprocessConfig:
     # stages I-K in checkpoints/tiny/README.md). Set by training's data.proprio_hidden_dims; the checkpoint
     # carries it, so evaluation and the live node hide the same entries.
     proprio_hidden_dims: tuple[int, ...] = ()
+    # The prompt anchor (PixelVLAConfig.prompt_anchor): the prompt's pixel (prompt_anchor_pixel) cast
+    # through the camera calibration onto the horizontal plane z = anchor_plane_z of the base frame, minus
+    # the TCP. The pixel alone leaves the target's depth to a guess at the camera's pose from a 64 px image
+    # (checkpoints/tiny/README.md: stage D picks 90/120 with the simulator's camera pose jitter, 110/120
+    # without). 0.02 m: the centre height of the simulator's objects above the table (z = 0).
+    prompt_anchor: bool = False
+    anchor_plane_z: float = 0.02
     gripper_threshold: float = 0.5
     template: str = "What should the robot do to {task}, refer to {refs}?"
     template_no_refs: str = "What should the robot do to {task}?"
@@ -137,6 +172,7 @@ class PreprocessConfig:
             action_stats=action_stats,
             proprio_dim=cfg.proprio_dim,
             proprio_stats=proprio_stats,
+            prompt_anchor=cfg.prompt_anchor,
             **kw,
         )
 
@@ -148,6 +184,7 @@ class PreprocessConfig:
             "tokenizer": cfg.tokenizer,
             "max_object_masks": cfg.pixel.max_object_masks,
             "proprio_dim": cfg.proprio_dim,
+            "prompt_anchor": cfg.prompt_anchor,
             "action_space.chunk_size": cfg.action.chunk_size,
         }
         have = {
@@ -156,6 +193,7 @@ class PreprocessConfig:
             "tokenizer": self.tokenizer,
             "max_object_masks": self.max_object_masks,
             "proprio_dim": self.proprio_dim,
+            "prompt_anchor": self.prompt_anchor,
             "action_space.chunk_size": self.action_space.chunk_size,
         }
         bad = [f"{k}: preprocessing {have[k]} vs model {want[k]}" for k in want if have[k] != want[k]]
@@ -196,6 +234,7 @@ class PolicyInput:
     object_mask: np.ndarray | None = None  # (H, W) bool: the target object (pixel-aware encoder)
     prompts: Sequence[VisualPrompt] = field(default_factory=list)
     proprio: np.ndarray | None = None  # (proprio_dim,) EE pose + gripper, robot units
+    camera: CameraModel | None = None  # the image's calibration (intrinsics, pose in the base frame)
 
 
 class Preprocessor:
@@ -237,7 +276,7 @@ class Preprocessor:
         if not samples:
             raise PixelVLAInputError("empty batch")
         s, M = c.image_size, c.max_object_masks
-        images, texts, hws, prompt_lists, proprio = [], [], [], [], []
+        images, texts, hws, prompt_lists, proprio, anchors = [], [], [], [], [], []
         obj = torch.zeros(len(samples), M, s, s)
         obj_valid = torch.zeros(len(samples), M, dtype=torch.bool)
         for b, smp in enumerate(samples):
@@ -263,6 +302,8 @@ class Preprocessor:
             texts.append(self.build_text(smp.task, bool(masks), prompts))
             if c.proprio_dim:
                 proprio.append(self.proprio_vector(smp.proprio))
+            if c.prompt_anchor:
+                anchors.append(self.anchor_vector(smp, masks, prompts))
         tok = self.tokenizer(
             texts,
             padding="max_length",
@@ -278,6 +319,7 @@ class Preprocessor:
             object_mask_valid=obj_valid,
             prompts=collate_prompts(prompt_lists, hws, c.slots, (s, s)),
             proprio=torch.from_numpy(np.stack(proprio)).float() if c.proprio_dim else None,
+            anchor=torch.from_numpy(np.stack(anchors)).float() if c.prompt_anchor else None,
         )
 
     def __call__(
@@ -287,9 +329,33 @@ class Preprocessor:
         object_mask: np.ndarray | None = None,
         prompts: Sequence[VisualPrompt] = (),
         proprio: np.ndarray | None = None,
+        camera: CameraModel | None = None,
     ) -> ModelInputs:
         """One observation -> a batch of one."""
-        return self.batch([PolicyInput(image, task, object_mask, list(prompts), proprio)])
+        return self.batch([PolicyInput(image, task, object_mask, list(prompts), proprio, camera)])
+
+    def anchor_vector(
+        self, smp: PolicyInput, object_masks: Sequence[np.ndarray], prompts: Sequence[VisualPrompt]
+    ) -> np.ndarray:
+        """(ANCHOR_DIM,): [anchor - TCP / ANCHOR_SCALE_M, 1], or zeros without a camera, without a pixel
+        to anchor, or when the ray misses the plane or lands further than ANCHOR_MAX_M from the TCP."""
+        out = np.zeros(ANCHOR_DIM)
+        if smp.camera is None:
+            return out
+        if not isinstance(smp.camera, CameraModel):
+            raise PixelVLAInputError(f"camera must be a CameraModel, got {type(smp.camera).__name__}")
+        uv = prompt_anchor_pixel(object_masks, prompts)
+        if uv is None:
+            return out
+        h, w = smp.image.shape[:2]
+        camera = smp.camera if (smp.camera.width, smp.camera.height) == (w, h) else smp.camera.scaled(w, h)
+        plane = np.array([0.0, 0.0, self.config.anchor_plane_z])
+        points, hit = camera.pixel_to_plane(uv[None], plane, np.array([0.0, 0.0, 1.0]))
+        offset = points[0] - np.asarray(smp.proprio, dtype=np.float64)[:3]  # state_proprio: TCP first
+        if not hit[0] or not np.all(np.isfinite(offset)) or np.linalg.norm(offset) > ANCHOR_MAX_M:
+            return out
+        out[:3], out[3] = offset / ANCHOR_SCALE_M, 1.0
+        return out
 
     def proprio_vector(self, proprio: np.ndarray | None) -> np.ndarray:
         c = self.config

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +22,8 @@ from pixelvla_ros.model import (
     save_checkpoint,
     tiny_config,
 )
-from pixelvla_ros.model.testing import MODES, make_preprocessor, micro_config, sample_input
+from pixelvla_ros.model.testing import MODES, make_preprocessor, micro_config, oblique_camera, sample_input
+from pixelvla_ros.prompts import PixelVLAInputError
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,6 +105,31 @@ def test_a_checkpoint_grows_the_mask_centroid_encoding_and_keeps_its_outputs(sav
         load_checkpoint(
             short, device="cpu", verify_hash=False, config_changes={"pixel.centroid_encoding": True}
         )
+
+
+def test_a_checkpoint_grows_the_prompt_anchor_and_keeps_its_outputs(tmp_path):
+    torch.manual_seed(0)
+    cfg = micro_config(proprio_dim=4)
+    model = build_model(cfg, device="cpu").eval()
+    path = save_checkpoint(model, make_preprocessor(cfg), tmp_path / "plain")
+    grown, pre = load_checkpoint(path, device="cpu", config_changes={"prompt_anchor": True})
+    assert grown.cfg.prompt_anchor and pre.config.prompt_anchor  # the preprocessing builds the input
+    camera = oblique_camera(64, 48)
+    samples = [
+        replace(sample_input(m, seed=i, proprio_dim=4), camera=camera, proprio=np.array([0.4, 0.0, 0.2, 0.0]))
+        for i, m in enumerate(MODES)
+    ]
+    x = pre.batch(samples)
+    assert x.anchor[:, 3].any()  # an anchor reaches the model (modes with prompts close enough to the TCP)
+    with torch.no_grad():  # the added encoder starts at zero
+        torch.testing.assert_close(grown.eval()(x).actions, model(replace(x, anchor=None)).actions)
+    loaded, pre2 = load_checkpoint(save_checkpoint(grown, pre, tmp_path / "grown"), device="cpu")
+    assert loaded.cfg.prompt_anchor and pre2.config.prompt_anchor
+    for bad in (None, torch.full_like(x.anchor, float("nan")), x.anchor[:, :3]):
+        with pytest.raises(PixelVLAInputError, match="anchor|NaN"):
+            loaded(replace(x, anchor=bad))
+    with pytest.raises(ValueError, match="proprio_dim"):
+        replace(micro_config(proprio_dim=0), prompt_anchor=True)
 
 
 def test_save_load_with_lora(tmp_path):

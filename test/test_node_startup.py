@@ -17,6 +17,7 @@ LIB = Path(sys.prefix) / "lib" / "pixelvla_ros"
     [
         ("policy_node", ["checkpoint:=/nonexistent"], "checkpoint folder '/nonexistent' does not exist"),
         ("prompt_node", ["camera_pose_in_base:=[1.0, 2.0]"], "(7 numbers), got 2"),
+        ("policy_node", ["camera_pose_in_base:=[1.0, 2.0]"], "(7 numbers), got 2"),
         ("sim_driver", ["family:=bogus"], "family must be one of"),
         (
             "ur_driver",

@@ -26,7 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.model import build_model, save_checkpoint
-from pixelvla_ros.model.testing import make_preprocessor, micro_config
+from pixelvla_ros.model.testing import make_preprocessor, micro_config, oblique_camera
 from pixelvla_ros.nodes.conversions import model_to_camera_info, prompt_to_msg, rgb_to_image, sec_to_stamp
 from pixelvla_ros.nodes.policy_node import PolicyNode
 from pixelvla_ros.policy import Policy
@@ -328,3 +328,25 @@ def test_yaml_parameters_are_declared_by_the_node(stack) -> None:
     params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
     undeclared = [name for name in params if not node.has_parameter(name)]
     assert not undeclared, f"config/policy_node.yaml sets parameters the node does not declare: {undeclared}"
+
+
+def test_the_calibrated_camera_reaches_the_policy_for_the_prompt_anchor(stack, monkeypatch) -> None:
+    """camera_pose_in_base + the CameraInfo of the frame -> the camera model the preprocessing casts the
+    prompt through (preprocessing.prompt_anchor); without the pose, none."""
+    node, rig = stack
+    assert node.camera_pose is None and node.anchor_state() == "not used by this checkpoint"
+    cameras = []
+    predict = node.policy.predict_chunk
+
+    def spy(*args):
+        cameras.append(args[5])
+        return predict(*args)
+
+    monkeypatch.setattr(node.policy, "predict_chunk", spy)
+    assert chunk_for(rig, rig.frame())
+    assert cameras[-1] is None
+    pose = oblique_camera(W, H).T_base_camera
+    monkeypatch.setattr(node, "camera_pose", pose)
+    assert chunk_for(rig, rig.frame())
+    np.testing.assert_allclose(cameras[-1].T_base_camera, pose)
+    np.testing.assert_allclose(cameras[-1].K, CAMERA.K)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelvla_ros.model import ByteWordTokenizer, PixelVLAConfig
-from pixelvla_ros.model.testing import default_stats, make_preprocessor, micro_config, sample_input
-from pixelvla_ros.preprocessing import NormStats, PolicyInput, PreprocessConfig, Preprocessor
+from pixelvla_ros.model.testing import (
+    default_stats,
+    make_preprocessor,
+    micro_config,
+    oblique_camera,
+    sample_input,
+)
+from pixelvla_ros.preprocessing import (
+    ANCHOR_SCALE_M,
+    NormStats,
+    PolicyInput,
+    PreprocessConfig,
+    Preprocessor,
+)
 from pixelvla_ros.prompts import (
     PixelVLAInputError,
     PromptSlots,
@@ -172,3 +185,72 @@ def test_config_travels_as_json(pre):
     other["vision"][0]["hf_config"]["image_size"] = 64
     with pytest.raises(ValueError, match="image_size"):
         again.check_matches(PixelVLAConfig.from_dict(other))
+
+
+def _anchor_preprocessor() -> Preprocessor:
+    return make_preprocessor(replace(micro_config(proprio_dim=4), prompt_anchor=True))
+
+
+def test_the_prompt_anchor_is_the_prompt_cast_onto_the_work_plane_relative_to_the_tcp():
+    pre = _anchor_preprocessor()
+    camera = oblique_camera(96, 96)
+    target, tcp = np.array([0.5, 0.1, pre.config.anchor_plane_z]), np.array([0.4, -0.1, 0.3])
+    uv = camera.project(target)[0][0]
+    truth = np.r_[(target - tcp) / ANCHOR_SCALE_M, 1.0]
+    image, proprio = np.zeros((96, 96, 3), np.uint8), np.r_[tcp, 0.0]
+
+    def anchor(prompts=(), object_mask=None, camera=camera, image=image, task=None):
+        x = pre.batch([PolicyInput(image, task, object_mask, list(prompts), proprio, camera)])
+        return x.anchor[0].numpy()
+
+    np.testing.assert_allclose(anchor([VisualPrompt.point([uv])]), truth, atol=1e-5)
+    np.testing.assert_allclose(anchor([VisualPrompt.box(*(uv - 3), *(uv + 3))]), truth, atol=1e-5)
+    # the same camera calibrated at another resolution is scaled to the image's
+    np.testing.assert_allclose(
+        anchor([VisualPrompt.point([uv])], camera=oblique_camera(192, 192)), truth, atol=1e-5
+    )
+    # masks: their centroid (a 5 x 5 block around the pixel holding the target, so within half a pixel)
+    block = np.zeros((96, 96), bool)
+    col, row = np.round(uv).astype(int)
+    block[row - 2 : row + 3, col - 2 : col + 3] = True
+    np.testing.assert_allclose(anchor([VisualPrompt.from_mask(block)]), truth, atol=0.2)
+    # the object mask comes first, a negative point never anchors
+    elsewhere = VisualPrompt.point([[10.0, 80.0]])
+    np.testing.assert_allclose(anchor([elsewhere], object_mask=block), truth, atol=0.2)
+    assert not np.allclose(anchor([elsewhere]), truth, atol=0.2)
+    none = np.zeros(4)
+    np.testing.assert_array_equal(anchor([VisualPrompt.point([uv], labels=0)], task="pick"), none)
+    # absent: without a camera, for text or a line alone, for a pixel whose ray lands beyond ANCHOR_MAX_M
+    np.testing.assert_array_equal(anchor([VisualPrompt.point([uv])], camera=None), none)
+    np.testing.assert_array_equal(anchor(task="pick up the cube"), none)
+    np.testing.assert_array_equal(anchor([VisualPrompt.line([uv, uv + 5])]), none)
+    np.testing.assert_array_equal(anchor([VisualPrompt.point([[48.0, 0.0]])]), none)  # near the horizon
+    with pytest.raises(PixelVLAInputError, match="CameraModel"):
+        anchor([VisualPrompt.point([uv])], camera=camera.to_camera_info_dict())
+
+
+def test_shifting_image_prompt_and_camera_together_keeps_the_anchor():
+    """Training's shift augmentation moves the camera's principal point with the image (data.py)."""
+    pre = _anchor_preprocessor()
+    camera = oblique_camera(96, 96)
+    uv, proprio, image = (
+        camera.project(np.array([0.45, -0.05, 0.02]))[0][0],
+        np.r_[0.4, 0.0, 0.2, 1.0],
+        np.zeros((96, 96, 3), np.uint8),
+    )
+    before = pre.batch(
+        [PolicyInput(image, None, prompts=[VisualPrompt.point([uv])], proprio=proprio, camera=camera)]
+    )
+    after = pre.batch(
+        [
+            PolicyInput(
+                image,
+                None,
+                prompts=[VisualPrompt.point([uv + [3, -2]])],
+                proprio=proprio,
+                camera=camera.shifted(3, -2),
+            )
+        ]
+    )
+    torch.testing.assert_close(after.anchor, before.anchor)
+    assert before.anchor[0, 3] == 1.0

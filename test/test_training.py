@@ -111,6 +111,7 @@ def _losses(out: Path) -> dict[int, float]:
         (["data.proprio_shift_prob=2"], "proprio_shift_prob"),
         (["grasp_offset_loss_weight=1"], "grasp-offset head"),  # the model has none
         (["data.proprio_hidden_dims=[4]"], "proprio_hidden_dims"),  # the proprio vector has 4 entries
+        (["data.anchor_drop_prob=1.5"], "anchor_drop_prob"),
     ],
 )
 def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
@@ -188,6 +189,28 @@ def test_grasp_offset_is_the_way_to_the_next_close_while_the_gripper_is_open() -
     np.testing.assert_allclose(offsets[5], tcp[6] - tcp[5])  # after a reopen: the next grasp
     assert np.isnan(offsets[[2, 3, 4, 6, 7]]).all()  # closed: no grasp ahead to find
     assert np.isnan(grasp_offsets(tcp[:2], actions[:2])).all()  # the episode never closes
+
+
+def test_examples_carry_the_episode_camera_shifted_with_the_image(annotated) -> None:
+    """The prompt anchor's calibration (preprocessing.prompt_anchor): the annotated episode's camera, its
+    principal point moved with the shift augmentation, and none in the anchor_drop_prob share."""
+    modes = {"text+point": 1.0}
+    plain = list(example_stream(DataConfig(train=str(annotated), prompt_modes=modes), 8, 0, 0, augment=False))
+    assert plain and all(e.inputs.camera is not None for e in plain)
+    shifted = DataConfig(train=str(annotated), prompt_modes=modes, augment_shift_px=3)
+    before = {e.key: e.inputs for e in plain}
+    moved = 0
+    for e in example_stream(shifted, 8, seed=0, epoch=0):
+        b, a = before[e.key], e.inputs
+        delta = a.prompts[0].points - b.prompts[0].points  # the point's shift, clipped at the image edge
+        principal = a.camera.K[:2, 2] - b.camera.K[:2, 2]
+        inside = np.all((a.prompts[0].points > 0) & (a.prompts[0].points < a.image.shape[1] - 1))
+        if inside:
+            np.testing.assert_allclose(principal, delta[0])
+            moved += bool(np.any(principal))
+    assert moved > 0
+    dropped = DataConfig(train=str(annotated), prompt_modes=modes, anchor_drop_prob=1.0)
+    assert all(e.inputs.camera is None for e in example_stream(dropped, 8, seed=0, epoch=0))
 
 
 def test_a_shifted_proprio_position_shifts_the_grasp_offset_back_and_drops_the_chunk(annotated) -> None:

@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER  # noqa: E402
+from pixelvla_ros.camera import CameraModel  # noqa: E402
 from pixelvla_ros.policy import ActionChunkResult, ChunkExecutor, Policy  # noqa: E402
 from pixelvla_ros.preprocessing import STATE_PROPRIO_DIM, state_proprio  # noqa: E402
 from pixelvla_ros.prompts import VisualPrompt  # noqa: E402
@@ -125,6 +126,7 @@ class EpisodeInputs:
     object_mask: np.ndarray | None  # (H, W) bool
     prompt_entity: str
     target: str
+    camera: CameraModel  # the scene camera's calibration (fixed during an episode)
 
 
 def ground_truth_inputs(env: TabletopEnv, mode: PromptMode, camera: str, size: int) -> EpisodeInputs:
@@ -151,7 +153,14 @@ def ground_truth_inputs(env: TabletopEnv, mode: PromptMode, camera: str, size: i
         prompts.append(VisualPrompt.from_mask(mask_of(entity)))
     if mode.object_mask:
         object_mask = mask_of(task.target)
-    return EpisodeInputs(task.instruction if mode.text else None, prompts, object_mask, entity, task.target)
+    return EpisodeInputs(
+        task.instruction if mode.text else None,
+        prompts,
+        object_mask,
+        entity,
+        task.target,
+        env.camera_info(camera, size),
+    )
 
 
 # ------------------------------------------------------------------------------------------ agents
@@ -167,7 +176,9 @@ class PolicyAgent:
 
     def query(self, obs: Observation, image: np.ndarray, inp: EpisodeInputs) -> ActionChunkResult:
         proprio = proprio_vector(obs, self.policy.proprio_dim)
-        return self.policy.predict_chunk(image, inp.instruction, inp.prompts, inp.object_mask, proprio)
+        return self.policy.predict_chunk(
+            image, inp.instruction, inp.prompts, inp.object_mask, proprio, inp.camera
+        )
 
 
 class ExpertAgent:

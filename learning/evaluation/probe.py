@@ -52,7 +52,7 @@ def model_outputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(N_c, 7) chunk in robot units, (3,) grasp offset in m or None, for one observation."""
     x = policy.preprocessor(
-        obs.images[f"{CAMERA}_{SIZE}"], inp.instruction, inp.object_mask, inp.prompts, proprio
+        obs.images[f"{CAMERA}_{SIZE}"], inp.instruction, inp.object_mask, inp.prompts, proprio, inp.camera
     )
     with torch.inference_mode(), autocast_context(policy.device):
         out = policy.model(x.to(policy.device))

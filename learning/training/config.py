@@ -51,6 +51,9 @@ class DataConfig:
     # Proprio entries the model is not shown (preprocessing.PreprocessConfig.proprio_hidden_dims), e.g.
     # [0, 1]: the TCP's x and y, which on the expert's path give the target away (the copycat problem)
     proprio_hidden_dims: list[int] = field(default_factory=list)
+    # Share of the examples given no camera calibration, so a model with the prompt anchor
+    # (PixelVLAConfig.prompt_anchor) also acts from pixels alone
+    anchor_drop_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for folder in self.train if isinstance(self.train, list) else [self.train]:
@@ -66,6 +69,8 @@ class DataConfig:
             parse_mode(mode)
         if not (0 <= self.proprio_shift_prob <= 1 and 0 <= self.proprio_shift_m < 1):
             raise TrainConfigError("data: 0 <= proprio_shift_prob <= 1, 0 <= proprio_shift_m < 1 (metres)")
+        if not 0 <= self.anchor_drop_prob <= 1:
+            raise TrainConfigError(f"data.anchor_drop_prob must be in [0, 1], got {self.anchor_drop_prob}")
         if self.shuffle_buffer < 1 or self.augment_shift_px < 0 or not 0 <= self.augment_brightness < 1:
             raise TrainConfigError(
                 "data: shuffle_buffer >= 1, augment_shift_px >= 0, 0 <= augment_brightness < 1"

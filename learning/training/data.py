@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ROTATION, TRANSLATION
+from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.preprocessing import PolicyInput, state_proprio
 from pixelvla_ros.prompts import VisualPrompt
 
@@ -121,11 +122,14 @@ def _prompts(annotation: dict, mask: np.ndarray, kinds: frozenset[str]) -> list[
     return out
 
 
-def _augment(image: np.ndarray, mask: np.ndarray, prompts: list[VisualPrompt], cfg: DataConfig,
-             rng: random.Random) -> tuple[np.ndarray, np.ndarray, list[VisualPrompt]]:  # fmt: skip
-    """Shift image, mask and prompt coordinates together (edge pixels repeat) and jitter brightness."""
+def _augment(image: np.ndarray, mask: np.ndarray, prompts: list[VisualPrompt], camera: CameraModel | None,
+             cfg: DataConfig, rng: random.Random,
+             ) -> tuple[np.ndarray, np.ndarray, list[VisualPrompt], CameraModel | None]:  # fmt: skip
+    """Shift image, mask, prompt coordinates and camera together (edge pixels repeat) and jitter
+    brightness."""
     if cfg.augment_shift_px:
         dx, dy = (rng.randint(-cfg.augment_shift_px, cfg.augment_shift_px) for _ in range(2))
+        camera = None if camera is None else camera.shifted(dx, dy)
         image = _shift(image, dx, dy)
         mask = _shift(mask, dx, dy)
         h, w = mask.shape
@@ -141,7 +145,7 @@ def _augment(image: np.ndarray, mask: np.ndarray, prompts: list[VisualPrompt], c
         gain = 1.0 + rng.uniform(-cfg.augment_brightness, cfg.augment_brightness)
         bias = 255.0 * rng.uniform(-cfg.augment_brightness, cfg.augment_brightness) / 2
         image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-    return image, mask, prompts
+    return image, mask, prompts, camera
 
 
 def _shift(array: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -167,6 +171,8 @@ def example_stream(
                                seed=seed * 100_003 + epoch):  # fmt: skip
         annotation = sample["annotation"]
         images, actions, mask = sample[cfg.image_key], sample["actions"], sample["mask"]
+        info = annotation.get("camera")
+        episode_camera = None if info is None else CameraModel.from_camera_info_dict(info)
         proprio = state_proprio(sample["ee_pos"], sample["gripper_state"]) if "ee_pos" in sample else None
         offsets = (
             grasp_offsets(sample["ee_pos"], actions)
@@ -181,9 +187,11 @@ def example_stream(
         for t in range(len(actions)):
             mode = rng.choices(modes, weights)[0]
             prompts = _prompts(annotation, mask, mode)
-            image, held_mask = images[t], mask
+            image, held_mask, camera = images[t], mask, episode_camera
             if augment:
-                image, held_mask, prompts = _augment(image, held_mask, prompts, cfg, rng)
+                image, held_mask, prompts, camera = _augment(image, held_mask, prompts, camera, cfg, rng)
+                if cfg.anchor_drop_prob and rng.random() < cfg.anchor_drop_prob:
+                    camera = None  # also act from pixels alone, where no calibration is given
             chunk, valid = chunk_targets(actions, t, chunk_size)
             state, offset = None if proprio is None else proprio[t], offsets[t]
             if (
@@ -204,6 +212,7 @@ def example_stream(
                 object_mask=held_mask if "object_mask" in mode else None,
                 prompts=prompts,
                 proprio=state,
+                camera=camera,
             )
             buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}", offset))
             if len(buffer) >= cfg.shuffle_buffer:

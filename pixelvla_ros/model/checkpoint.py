@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -176,6 +177,8 @@ def load_checkpoint(
     try:
         cfg = PixelVLAConfig.from_dict(_changed(record["model"], config_changes or {}))
         pre_cfg = PreprocessConfig.from_dict(record["preprocessing"])
+        if config_changes and pre_cfg.prompt_anchor != cfg.prompt_anchor:  # the preprocessing builds it
+            pre_cfg = dataclasses.replace(pre_cfg, prompt_anchor=cfg.prompt_anchor)
         pre_cfg.check_matches(cfg)
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"checkpoint {str(d)!r} has an invalid configuration: {e}") from e

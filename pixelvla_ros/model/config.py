@@ -184,6 +184,9 @@ class PixelVLAConfig:
     prompt: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
     action: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     proprio_dim: int = 0  # 0 = no proprio token; else the length of the proprio vector
+    # The prompt's anchor (preprocessing.prompt_anchor: where the prompt's ray meets the work plane, from
+    # the camera calibration, relative to the TCP) added to the proprio token; needs proprio_dim > 0.
+    prompt_anchor: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     name: str = "custom"
 
@@ -201,6 +204,8 @@ class PixelVLAConfig:
             raise ValueError(f"the towers' patch grids differ: {grids}")
         if self.proprio_dim < 0:
             raise ValueError("proprio_dim must be >= 0")
+        if self.prompt_anchor and not self.proprio_dim:
+            raise ValueError("prompt_anchor is relative to the TCP: it needs proprio_dim > 0")
 
     @property
     def grid(self) -> int:

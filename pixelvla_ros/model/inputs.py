@@ -8,6 +8,9 @@ import torch
 
 from pixelvla_ros.prompts import PromptTensors
 
+# The prompt anchor: [anchor - TCP (x, y, z) / preprocessing.ANCHOR_SCALE_M, 1], or zeros when absent.
+ANCHOR_DIM = 4
+
 
 @dataclass
 class ModelInputs:
@@ -18,6 +21,7 @@ class ModelInputs:
     object_mask_valid: torch.Tensor  # (B, M) bool
     prompts: PromptTensors
     proprio: torch.Tensor | None = None  # (B, P) normalized proprio, when the model has a proprio token
+    anchor: torch.Tensor | None = None  # (B, ANCHOR_DIM), when the model has config.prompt_anchor
 
     def to(self, device: torch.device | str) -> ModelInputs:
         out = {}

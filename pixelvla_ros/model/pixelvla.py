@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from pixelvla_ros.model.action_decoder import ActionDecoder
 from pixelvla_ros.model.config import PixelVLAConfig
-from pixelvla_ros.model.inputs import ModelInputs, PixelVLAOutput
+from pixelvla_ros.model.inputs import ANCHOR_DIM, ModelInputs, PixelVLAOutput
 from pixelvla_ros.model.pixel_encoder import PixelEncoder
 from pixelvla_ros.model.prompt_encoder import PromptEncoder
 from pixelvla_ros.model.vision import Projector, VisionBackbone, resolve_pretrained_tower
@@ -97,6 +97,12 @@ class PixelVLA(nn.Module):
             if cfg.proprio_dim
             else None
         )
+        self.anchor_encoder = None
+        if cfg.prompt_anchor:
+            self.anchor_encoder = nn.Sequential(nn.Linear(ANCHOR_DIM, D), nn.GELU(), nn.Linear(D, D))
+            # Output zero at first: a checkpoint fine-tuned with the anchor added starts as it was.
+            nn.init.zeros_(self.anchor_encoder[2].weight)
+            nn.init.zeros_(self.anchor_encoder[2].bias)
         self.llm = build_llm(cfg, load_pretrained)
         self.action_queries = nn.Parameter(torch.randn(cfg.action.num_slots, D) * 0.02)  # (A, D)
         a = cfg.action
@@ -182,6 +188,9 @@ class PixelVLA(nn.Module):
         if c.proprio_dim and (x.proprio is None or x.proprio.shape != (B, c.proprio_dim)):
             got = None if x.proprio is None else tuple(x.proprio.shape)
             raise PixelVLAInputError(f"this model needs proprio of shape (B, {c.proprio_dim}), got {got}")
+        if c.prompt_anchor and (x.anchor is None or x.anchor.shape != (B, ANCHOR_DIM)):
+            got = None if x.anchor is None else tuple(x.anchor.shape)
+            raise PixelVLAInputError(f"this model needs the prompt anchor, (B, {ANCHOR_DIM}); got {got}")
         finite = [
             x.images,
             x.object_mask,
@@ -190,8 +199,7 @@ class PixelVLA(nn.Module):
             x.prompts.box_xy,
             x.prompts.mask,
         ]
-        if x.proprio is not None:
-            finite.append(x.proprio)
+        finite += [t for t in (x.proprio, x.anchor) if t is not None]
         if not all(bool(torch.isfinite(t).all()) for t in finite):
             raise PixelVLAInputError("an input tensor contains NaN or inf")
 
@@ -219,7 +227,10 @@ class PixelVLA(nn.Module):
             s_valid.bool(),
         ]
         if self.proprio_encoder is not None:
-            groups.append(self.proprio_encoder(x.proprio.to(e_v.dtype))[:, None])  # (B, 1, D)
+            e_q = self.proprio_encoder(x.proprio.to(e_v.dtype))  # (B, D)
+            if self.anchor_encoder is not None:
+                e_q = e_q + self.anchor_encoder(x.anchor.to(e_v.dtype))
+            groups.append(e_q[:, None])  # (B, 1, D)
             valid.append(torch.ones(B, 1, dtype=torch.bool, device=dev))
         groups += [e_l, e_a]
         valid += [x.text_mask.bool(), torch.ones(e_a.shape[:2], dtype=torch.bool, device=dev)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.model.config import (
     SIGLIP,
     ActionHeadConfig,
@@ -95,3 +96,16 @@ def sample_input(
     if mode == "all":
         return PolicyInput(image, task, object_mask=mask, prompts=prompts, proprio=proprio)
     raise ValueError(f"unknown mode {mode!r}; known: {MODES}")
+
+
+def oblique_camera(width: int, height: int, fovy_deg: float = 45.0) -> CameraModel:
+    """A camera placed like the simulator's scene camera: at (1.05, 0.42, 0.4) m looking down at
+    (0.45, 0, 0.07), about 24 degrees below the horizon."""
+    pos, lookat = np.array([1.05, 0.42, 0.4]), np.array([0.45, 0.0, 0.07])
+    forward = (lookat - pos) / np.linalg.norm(lookat - pos)  # optical z
+    right = np.cross(forward, [0.0, 0.0, 1.0])  # optical x
+    right /= np.linalg.norm(right)
+    T = np.eye(4)
+    T[:3, :3] = np.column_stack([right, np.cross(forward, right), forward])  # optical y points down
+    T[:3, 3] = pos
+    return CameraModel.from_fovy(width, height, fovy_deg, T)

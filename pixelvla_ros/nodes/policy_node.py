@@ -38,6 +38,8 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 
 from pixelvla_ros.action import RunTask
+from pixelvla_ros.camera import CameraModel
+from pixelvla_ros.click_projection import pose_to_matrix
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
 from pixelvla_ros.nodes.conversions import (
@@ -123,6 +125,17 @@ class PolicyNode(Node):
         self.require_camera_info = declare(
             self, "require_camera_info", True, "refuse frames without a valid CameraInfo of the same size"
         )
+        pose = declare(
+            self,
+            "camera_pose_in_base",
+            [0.0],
+            "pose of the camera optical frame in base_frame, [x, y, z, qx, qy, qz, qw] (m, unit quaternion), "
+            "for a checkpoint with the prompt anchor (the prompt cast onto the work plane); [0.0]: not "
+            "calibrated, such a checkpoint then acts from pixels alone",
+            read_only=True,
+        )
+        # a typo must stop the start, not wait for the first prompt (ValueError says what is wrong)
+        self.camera_pose = None if list(pose) == [0.0] else pose_to_matrix(pose)
         self.instruction = declare(
             self, "instruction", "", "instruction used when the goal and topic give none"
         )
@@ -320,6 +333,7 @@ class PolicyNode(Node):
             if self.require_camera_info:
                 self.check_camera_info(frame)
             rgb = image_to_rgb(frame)
+            camera = self.calibrated_camera()
         except MessageError as e:
             return f"refusing: {e}"
         if self.require_prompt and prompt is None:
@@ -330,7 +344,9 @@ class PolicyNode(Node):
             if proprio is None:
                 return f"refusing: {why}"
         instruction = self.task_instruction or self.topic_instruction or self.instruction or None
-        result = self.policy.predict_chunk(rgb, instruction, [prompt] if prompt else [], None, proprio)
+        result = self.policy.predict_chunk(
+            rgb, instruction, [prompt] if prompt else [], None, proprio, camera
+        )
         if not result.valid:
             return f"refusing: policy: {result.reason}"
         now_msg = self.get_clock().now().to_msg()
@@ -349,6 +365,18 @@ class PolicyNode(Node):
         self.latencies.append(result.latency_s)
         self.publish_times.append(time.monotonic())
         return ""
+
+    def anchor_state(self) -> str:
+        """For the diagnostics: whether the prompt anchor reaches the model."""
+        if not self.policy.preprocessor.config.prompt_anchor:
+            return "not used by this checkpoint"
+        return "off (camera_pose_in_base not set)" if self.camera_pose is None else "on"
+
+    def calibrated_camera(self) -> CameraModel | None:
+        """The camera model with its pose, when camera_pose_in_base is set and a CameraInfo came."""
+        if self.camera_pose is None or self.camera_info is None:
+            return None
+        return camera_info_to_model(self.camera_info, self.camera_pose, self.base_frame)
 
     def check_camera_info(self, frame: Image) -> None:
         info = self.camera_info
@@ -460,6 +488,7 @@ class PolicyNode(Node):
             KeyValue(key="chunks_published", value=str(self.published)),
             KeyValue(key="chunks_refused", value=str(self.refused)),
             KeyValue(key="checkpoint", value=str(self.policy.checkpoint)),
+            KeyValue(key="prompt_anchor", value=self.anchor_state()),
         ]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

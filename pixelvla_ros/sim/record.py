@@ -158,6 +158,7 @@ class PolicyExecution:
         self.executor = ChunkExecutor(policy.chunk_size, execute_steps)
         camera, size = stream.rsplit("_", 1)
         self.prompts = [VisualPrompt.point([env.prompt_point(env.task.target, camera, int(size))])]
+        self.camera = env.camera_info(camera, int(size))
         self.instruction = env.task.instruction
         self.step = 0
         self.handover_step: int | None = None  # the first step the expert drove
@@ -169,7 +170,7 @@ class PolicyExecution:
             if self.executor.needs_query(t):
                 proprio = self.state_proprio(obs.ee_pos, obs.gripper) if self.policy.proprio_dim else None
                 chunk = self.policy.predict_chunk(
-                    obs.images[self.stream], self.instruction, self.prompts, None, proprio
+                    obs.images[self.stream], self.instruction, self.prompts, None, proprio, self.camera
                 )
                 if chunk.valid:
                     self.executor.add_chunk(chunk.actions, t)

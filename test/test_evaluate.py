@@ -52,6 +52,7 @@ def test_end_to_end_tiny_checkpoint(checkpoint, tmp_path, capsys) -> None:
     assert s["families"] == ["pick_named", "pick_prompted"] and s["modes"] == ["text", "text_point"]
     assert s["split"] == "eval" and s["indices"] == [3] and s["seeds"] == [episode_seed("eval", 3)]
     assert all(split_of_seed(x) == "eval" for x in s["seeds"])
+    assert s["camera_calibration"] is True  # --uncalibrated: False, the policy gets no camera
     assert [(c["family"], c["mode"]) for c in report["cells"]] == [
         ("pick_named", "text"),
         ("pick_named", "text_point"),
@@ -111,6 +112,12 @@ def test_ground_truth_prompts_mark_the_entity() -> None:
         np.nonzero(inp.object_mask)[1].min() - 0.5,
         np.nonzero(inp.object_mask)[0].min() - 0.5,
     )
+    # the calibration handed to the policy is this episode's camera (its pose jitter included): the point
+    # cast back onto the horizontal plane through the target's centre lands on it
+    target = env.object_pose(env.task.target)[:3, 3]
+    landed, hit = inp.camera.pixel_to_plane(point.points, target, np.array([0.0, 0.0, 1.0]))
+    assert hit[0]
+    np.testing.assert_allclose(landed[0], target, atol=1e-6)
     none = ground_truth_inputs(env, MODES["point"], "scene", 96)
     assert none.instruction is None and none.object_mask is None and len(none.prompts) == 1
     drawn = draw_inputs(env.render("scene", 96), inp.prompts, inp.object_mask, scale=2)

@@ -167,8 +167,9 @@ def ground_truth_inputs(env: TabletopEnv, mode: PromptMode, camera: str, size: i
 class PolicyAgent:
     """The learned policy: one chunk per query from the held inputs and the current image."""
 
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
+    def __init__(self, policy: Policy, calibrated: bool = True) -> None:
+        """calibrated: hand the policy the scene camera's calibration (for the prompt anchor)."""
+        self.policy, self.calibrated = policy, calibrated
         self.chunk_size = policy.chunk_size
 
     def reset(self, env: TabletopEnv) -> None:
@@ -177,7 +178,12 @@ class PolicyAgent:
     def query(self, obs: Observation, image: np.ndarray, inp: EpisodeInputs) -> ActionChunkResult:
         proprio = proprio_vector(obs, self.policy.proprio_dim)
         return self.policy.predict_chunk(
-            image, inp.instruction, inp.prompts, inp.object_mask, proprio, inp.camera
+            image,
+            inp.instruction,
+            inp.prompts,
+            inp.object_mask,
+            proprio,
+            inp.camera if self.calibrated else None,
         )
 
 
@@ -338,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--ensemble-k", type=float, default=0.01, help="ensembling weight exp(-k i) (default 0.01)"
     )
+    ap.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="give the policy no camera calibration (a checkpoint with the prompt anchor acts from pixels)",
+    )
     ap.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     ap.add_argument("--gif-episodes", type=int, default=4, help="episodes shown in episodes.gif (0: none)")
     ap.add_argument("--gif-stride", type=int, default=2, help="keep every n-th frame in the GIF")
@@ -388,7 +399,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         except CheckpointError as e:
             raise EvaluationError(str(e)) from e
         check_proprio_dim(policy.proprio_dim)
-        agent = PolicyAgent(policy)
+        agent = PolicyAgent(policy, calibrated=not args.uncalibrated)
         execute = args.execute_steps or policy.chunk_size
         if not 1 <= execute <= policy.chunk_size:
             raise EvaluationError(f"--execute-steps must be in [1, {policy.chunk_size}], got {execute}")
@@ -508,6 +519,7 @@ def build_report(
             else (args.execute_steps or (checkpoint or {}).get("chunk_size")),
             "ensemble": bool(args.ensemble),
             "ensemble_k": args.ensemble_k,
+            "camera_calibration": not args.uncalibrated,
         },
         "cells": summarize(episodes, families, modes),
         "overall": {

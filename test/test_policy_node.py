@@ -256,9 +256,9 @@ def test_a_frame_is_paired_with_the_arm_state_of_its_instant(stack, monkeypatch:
     seen: list[np.ndarray] = []
     real = node.policy.predict_chunk
 
-    def recording(rgb, instruction, prompts, object_mask, proprio):  # noqa: ANN001, ANN202
+    def recording(rgb, instruction, prompts, object_mask, proprio, camera):  # noqa: ANN001, ANN202
         seen.append(np.asarray(proprio))
-        return real(rgb, instruction, prompts, object_mask, proprio)
+        return real(rgb, instruction, prompts, object_mask, proprio, camera)
 
     monkeypatch.setattr(node.policy, "predict_chunk", recording)
     t = rig.now()

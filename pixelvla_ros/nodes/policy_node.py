@@ -30,7 +30,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.executors import Executor, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.task import Future
@@ -287,6 +287,12 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------------------------------ inference
     def inference_loop(self) -> None:
+        try:
+            self._inference_loop()
+        except ExternalShutdownException:
+            pass  # the context shut down (SIGINT) while the thread waited for a sensor message: a normal stop
+
+    def _inference_loop(self) -> None:
         while self.running and self.context.ok():
             if not self.frame_fresh:
                 # One sensor message per call, run here: a frame is acted on as soon as it is taken (it is

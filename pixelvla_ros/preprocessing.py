@@ -94,7 +94,7 @@ def prompt_anchor_pixel(
     """The pixel (u, v) the inputs point at: the object mask's centroid, else the mean of the first point
     prompt's positive points, else the first box's centre, else the first mask prompt's centroid. None for
     text or lines alone (a line is a path, not a place)."""
-    if len(object_masks):
+    if len(object_masks):  # validated: not empty
         ys, xs = np.nonzero(object_masks[0])
         return np.array([xs.mean(), ys.mean()])
     by_kind: dict[str, VisualPrompt] = {}
@@ -337,7 +337,7 @@ class Preprocessor:
     def anchor_vector(
         self, smp: PolicyInput, object_masks: Sequence[np.ndarray], prompts: Sequence[VisualPrompt]
     ) -> np.ndarray:
-        """(ANCHOR_DIM,): [anchor - TCP / ANCHOR_SCALE_M, 1], or zeros without a camera, without a pixel
+        """(ANCHOR_DIM,): [(anchor - TCP) / ANCHOR_SCALE_M, 1], or zeros without a camera, without a pixel
         to anchor, or when the ray misses the plane or lands further than ANCHOR_MAX_M from the TCP."""
         out = np.zeros(ANCHOR_DIM)
         if smp.camera is None:

@@ -8,7 +8,7 @@ import torch
 
 from pixelvla_ros.prompts import PromptTensors
 
-# The prompt anchor: [anchor - TCP (x, y, z) / preprocessing.ANCHOR_SCALE_M, 1], or zeros when absent.
+# The prompt anchor: [(anchor - TCP) (x, y, z) / preprocessing.ANCHOR_SCALE_M, 1], or zeros when absent.
 ANCHOR_DIM = 4
 
 

@@ -336,10 +336,8 @@ class PolicyNode(Node):
             return f"refusing: stale image ({age:.3f} s old, max {self.max_image_age} s)"
         try:
             check_image(frame)
-            if self.require_camera_info:
-                self.check_camera_info(frame)
+            camera = self.frame_camera(frame)
             rgb = image_to_rgb(frame)
-            camera = self.calibrated_camera()
         except MessageError as e:
             return f"refusing: {e}"
         if self.require_prompt and prompt is None:
@@ -378,21 +376,25 @@ class PolicyNode(Node):
             return "not used by this checkpoint"
         return "off (camera_pose_in_base not set)" if self.camera_pose is None else "on"
 
-    def calibrated_camera(self) -> CameraModel | None:
-        """The camera model with its pose, when camera_pose_in_base is set and a CameraInfo came."""
-        if self.camera_pose is None or self.camera_info is None:
-            return None
-        return camera_info_to_model(self.camera_info, self.camera_pose, self.base_frame)
-
-    def check_camera_info(self, frame: Image) -> None:
+    def frame_camera(self, frame: Image) -> CameraModel | None:
+        """The frame's camera model, posed by camera_pose_in_base, for the prompt anchor (None without the
+        pose). With require_camera_info, a missing, unusable or mismatched CameraInfo raises MessageError;
+        one conversion per frame serves both the check and the anchor."""
         info = self.camera_info
         if info is None:
-            raise MessageError("no CameraInfo received yet")
-        camera_info_to_model(info)  # zero focal length, bad matrices
-        if (info.width, info.height) != (frame.width, frame.height):
+            if self.require_camera_info:
+                raise MessageError("no CameraInfo received yet")
+            return None
+        if not self.require_camera_info and self.camera_pose is None:
+            return None
+        camera = camera_info_to_model(
+            info, self.camera_pose, self.base_frame
+        )  # zero focal length, bad matrices
+        if self.require_camera_info and (info.width, info.height) != (frame.width, frame.height):
             raise MessageError(
                 f"CameraInfo is {info.width}x{info.height}, the image {frame.width}x{frame.height}"
             )
+        return camera if self.camera_pose is not None else None
 
     def proprio_at(self, stamp: float) -> tuple[np.ndarray | None, str]:
         """The arm state taken closest to the frame's stamp; waits briefly for it when it is still on its

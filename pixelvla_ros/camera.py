@@ -44,6 +44,7 @@ class CameraModel:
     base_frame_id: str = "base"
 
     def __post_init__(self) -> None:
+        """Validate and normalise the fields; ValueError says which one is unusable and why."""
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
         object.__setattr__(self, "K", _as_matrix(self.K, (3, 3)))
@@ -57,6 +58,10 @@ class CameraModel:
         P = np.hstack([self.K, np.zeros((3, 1))]) if self.P is None else _as_matrix(self.P, (3, 4))
         object.__setattr__(self, "P", P)
         T = _as_matrix(self.T_base_camera, (4, 4))
+        # Before the other checks: NaN compares false, so "fx <= 0" lets a NaN focal length through.
+        for name, value in (("K", self.K), ("D", D), ("R", self.R), ("P", P), ("T_base_camera", T)):
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} contains NaN or inf: {value.tolist()}")
         Rb = T[:3, :3]
         if not np.allclose(Rb @ Rb.T, np.eye(3), atol=1e-6) or not np.isclose(
             np.linalg.det(Rb), 1.0, atol=1e-6

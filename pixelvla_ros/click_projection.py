@@ -7,6 +7,11 @@ the camera optical frame's pose in the base frame (from tf, or a static paramete
 :func:`pose_to_matrix`). rqt_image_view sends the clicked pixel itself (geometry_msgs/Point, x = column,
 y = row of the displayed image); :func:`pixel_click` only checks it.
 
+A 3D click must also lie in a :class:`ClickVolume`, a box in the base frame around the work surface: RViz puts
+the point on whatever is under the cursor, the floor or a wall beyond the table too (RViz shows no table on a
+robot), and such a point projects onto the pixel of the object in front of it. A pixel click has no depth
+and cannot be checked this way.
+
 Every refusal raises :class:`ClickRejected` with a reason code (the constants below, counted in the node's
 diagnostics) and a sentence saying what was wrong.
 """
@@ -15,10 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from pixelvla_ros.camera import CameraModel
+from pixelvla_ros.safety import SafetyLimits
 
 # Reason codes of ClickRejected.
 NO_IMAGE = "no_image"
@@ -29,8 +36,12 @@ UNKNOWN_FRAME = "unknown_frame"
 NON_FINITE = "non_finite"
 BEHIND_CAMERA = "behind_camera"
 OUTSIDE_IMAGE = "outside_image"
+OUTSIDE_VOLUME = "outside_click_volume"
 
 QUATERNION_NORM_TOLERANCE = 1e-3  # a hand-typed quaternion with 4 decimals still passes; a typo does not
+# The default click volume reaches this far below the table top (z = 0): RViz's depth-buffer point and a
+# camera calibration err by a few cm, while the floor (0.7-0.9 m below a table) stays out.
+BELOW_TABLE_M = 0.05
 
 
 class ClickRejected(ValueError):
@@ -39,6 +50,56 @@ class ClickRejected(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class ClickVolume:
+    """The box in the base frame (m) a 3D click must lie in: ``lo`` and ``hi`` are its [x, y, z] corners.
+
+    Raises ValueError unless both are 3 finite numbers with lo < hi on every axis.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    def __post_init__(self) -> None:
+        lo = np.asarray(self.lo, dtype=float).reshape(-1)
+        hi = np.asarray(self.hi, dtype=float).reshape(-1)
+        if lo.size != 3 or hi.size != 3:
+            raise ValueError(
+                "click volume corners are [x, y, z] (3 numbers each), "
+                f"got min {lo.tolist()} max {hi.tolist()}"
+            )
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(f"click volume contains NaN or inf: min {lo.tolist()} max {hi.tolist()}")
+        if not np.all(lo < hi):
+            raise ValueError(
+                f"click volume min must be below max on x, y and z, got min {lo.tolist()} max {hi.tolist()}"
+            )
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    @classmethod
+    def default(cls) -> ClickVolume:
+        """Where the arm can act on the table: the drivers' TCP workspace box (SafetyLimits' defaults),
+        extended down to BELOW_TABLE_M below the table top."""
+        limits = SafetyLimits()
+        return cls((*limits.workspace_min[:2], -BELOW_TABLE_M), limits.workspace_max)
+
+    def check(self, point_base: np.ndarray) -> None:
+        """Raise ClickRejected (OUTSIDE_VOLUME) naming the point, the box and the coordinates outside it."""
+        p = np.asarray(point_base, dtype=float).reshape(-1)
+        outside = ~((p >= self.lo) & (p <= self.hi))  # NaN is outside too
+        if outside.any():
+            axes = ", ".join(
+                f"{'xyz'[i]} = {p[i]:.3f} not in [{self.lo[i]:g}, {self.hi[i]:g}]"
+                for i in np.flatnonzero(outside)
+            )
+            raise ClickRejected(
+                OUTSIDE_VOLUME,
+                f"the point {p.round(3).tolist()} is outside the click volume min {self.lo.tolist()} max "
+                f"{self.hi.tolist()} (base frame, m; {axes}): not on the work surface the arm reaches",
+            )
 
 
 def pose_to_matrix(pose: Sequence[float]) -> np.ndarray:
@@ -121,8 +182,9 @@ def point_in_base(
     )
 
 
-def project_click(point_base: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """A base-frame point -> (2,) pixel (u, v) of the camera image; refuses points behind or off the image."""
+def project_click(point_base: np.ndarray, camera: CameraModel, volume: ClickVolume) -> np.ndarray:
+    """A base-frame point -> (2,) pixel (u, v) of the camera image; refuses points behind the camera, off the
+    image or outside ``volume`` (required: a point on the floor beyond the object has the object's pixel)."""
     p = np.asarray(point_base, dtype=float).reshape(-1)
     if p.size != 3 or not np.all(np.isfinite(p)):
         raise ClickRejected(NON_FINITE, f"the clicked point must be 3 finite numbers, got {p.tolist()}")
@@ -138,6 +200,7 @@ def project_click(point_base: np.ndarray, camera: CameraModel) -> np.ndarray:
             f"the point {p.round(3).tolist()} projects to pixel {uv[0].round(1).tolist()}, outside the "
             f"{camera.width}x{camera.height} image",
         )
+    volume.check(p)  # after the image checks: a point behind the camera is refused as such
     return uv[0]
 
 

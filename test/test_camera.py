@@ -1,6 +1,10 @@
-"""Pinhole camera model: projection, back-projection, behind-camera flag, CameraInfo round trip."""
+"""Pinhole camera model: projection, back-projection, behind-camera flag, CameraInfo round trip, refusal of
+non-finite calibrations."""
+
+import math
 
 import numpy as np
+import pytest
 
 from pixelvla_ros.camera import CameraModel
 
@@ -67,3 +71,29 @@ def test_camera_info_round_trip_and_scaling():
     np.testing.assert_allclose(small.K, ref.K, atol=1e-9)
     pt = np.array([0.1, 0.05, 0.45])
     np.testing.assert_allclose(cam.project(pt)[0], cam.project_rectified(pt)[0], atol=1e-9)
+
+
+def test_non_finite_calibration_is_refused_naming_the_matrix():
+    """NaN or inf anywhere in K, D, R, P or the pose: ValueError naming the matrix (issue 17, defect 5).
+    fx = NaN passed the focal-length check (NaN <= 0 is false), so every user of the model acted on it."""
+    good = CameraModel.from_fovy(64, 48, 50.0, _pose_looking_down_x())
+    shapes = {"K": (3, 3), "D": (5,), "R": (3, 3), "P": (3, 4), "T_base_camera": (4, 4)}
+    for field_name, shape in shapes.items():
+        for bad_value in (math.nan, math.inf):
+            value = np.array(getattr(good, field_name), dtype=float).reshape(shape)
+            value[(0,) * len(shape)] = bad_value
+            kwargs = {
+                "K": good.K,
+                "D": good.D,
+                "R": good.R,
+                "P": good.P,
+                "T_base_camera": good.T_base_camera,
+                field_name: value,
+            }
+            with pytest.raises(ValueError, match=f"^{field_name} contains NaN or inf"):
+                CameraModel(64, 48, **kwargs)
+    # the CameraInfo path as the prompt and policy nodes take it: fx = NaN, the case of the issue
+    info = good.to_camera_info_dict()
+    info["k"][0] = math.nan
+    with pytest.raises(ValueError, match="^K contains NaN or inf"):
+        CameraModel.from_camera_info_dict(info)

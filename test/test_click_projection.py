@@ -1,5 +1,6 @@
 """Click geometry with the simulator's real camera: 3D clicks land on the clicked object's pixels, refusals
-carry their reason, the static camera pose parameter parses and matches config/prompt_node.yaml."""
+carry their reason (a point off the work surface too), the static camera pose parameter parses and matches
+config/prompt_node.yaml."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from pixelvla_ros.click_projection import (  # noqa: E402
     NO_IMAGE,
     NON_FINITE,
     OUTSIDE_IMAGE,
+    OUTSIDE_VOLUME,
     STALE_IMAGE,
     UNKNOWN_FRAME,
     ClickRejected,
+    ClickVolume,
     check_camera_matches,
     check_image_age,
     click_region,
@@ -35,12 +38,15 @@ from pixelvla_ros.click_projection import (  # noqa: E402
     ray_points,
 )
 from pixelvla_ros.drivers.sim_driver import calibrated_config  # noqa: E402
+from pixelvla_ros.safety import SafetyLimits  # noqa: E402
 from pixelvla_ros.sim.env import TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.tasks import TaskConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "config" / "prompt_node.yaml").read_text())["prompt_node"]["ros__parameters"]
 BASE = FRAME_BASE
 SIZE = 96  # the simulator driver's image size
+VOLUME = ClickVolume(PARAMS["click_volume_min"], PARAMS["click_volume_max"])  # the prompt node's
 
 
 def sim_config(family: str = "pick_prompted") -> TaskConfig:
@@ -71,7 +77,7 @@ def test_object_centres_project_onto_their_pixels(scene: SimpleNamespace) -> Non
     assert len(scene.centres) >= 2
     for name, centre in scene.centres.items():
         p = point_in_base(centre, BASE, BASE, {})
-        uv = project_click(p, scene.camera)
+        uv = project_click(p, scene.camera, VOLUME)
         assert on_object(scene.seg, uv, scene.entities.index(name)), (name, uv.tolist())
 
 
@@ -82,7 +88,7 @@ def test_click_in_the_camera_frame_gives_the_same_pixel(scene: SimpleNamespace) 
     in_camera = Tcb[:3, :3] @ centre + Tcb[:3, 3]
     p = point_in_base(in_camera, cam.frame_id, BASE, {cam.frame_id: cam.T_base_camera})
     np.testing.assert_allclose(p, centre, atol=1e-9)
-    np.testing.assert_allclose(project_click(p, cam), project_click(centre, cam), atol=1e-9)
+    np.testing.assert_allclose(project_click(p, cam, VOLUME), project_click(centre, cam, VOLUME), atol=1e-9)
 
 
 def test_refused_clicks_name_their_reason(scene: SimpleNamespace) -> None:
@@ -90,8 +96,8 @@ def test_refused_clicks_name_their_reason(scene: SimpleNamespace) -> None:
     origin, forward = cam.T_base_camera[:3, 3], cam.T_base_camera[:3, 2]
     right = cam.T_base_camera[:3, 0]
     cases = {
-        BEHIND_CAMERA: lambda: project_click(origin - 0.5 * forward, cam),
-        OUTSIDE_IMAGE: lambda: project_click(origin + 0.5 * forward + 2.0 * right, cam),
+        BEHIND_CAMERA: lambda: project_click(origin - 0.5 * forward, cam, VOLUME),
+        OUTSIDE_IMAGE: lambda: project_click(origin + 0.5 * forward + 2.0 * right, cam, VOLUME),
         NON_FINITE: lambda: point_in_base([0.5, math.nan, 0.0], BASE, BASE, {}),
         UNKNOWN_FRAME: lambda: point_in_base([0.5, 0.0, 0.0], "map", BASE, {cam.frame_id: cam.T_base_camera}),
     }
@@ -104,8 +110,51 @@ def test_refused_clicks_name_their_reason(scene: SimpleNamespace) -> None:
     assert e.value.reason == UNKNOWN_FRAME
     # the camera centre itself has no pixel
     with pytest.raises(ClickRejected) as e:
-        project_click(origin, cam)
+        project_click(origin, cam, VOLUME)
     assert e.value.reason == BEHIND_CAMERA
+
+
+def test_clicks_off_the_work_surface_are_refused(scene: SimpleNamespace) -> None:
+    """A 3D click beyond the object on its viewing ray (RViz's Publish Point hit the floor or a wall: RViz
+    shows no table on a robot) projects onto the object's pixel; only its depth says it is not on the table
+    (issue 17, defect 6)."""
+    cam = scene.camera
+    origin = cam.T_base_camera[:3, 3]
+    centre = next(iter(scene.centres.values()))
+    ray = (centre - origin) / np.linalg.norm(centre - origin)
+    behind = centre + 10.0 * ray
+    below = origin + (-0.8 - origin[2]) / ray[2] * ray  # where the ray is 0.8 m below the table top (z = 0)
+    table = origin - origin[2] / ray[2] * ray  # where it meets the table top
+    for p in (behind, below):
+        uv, in_front = cam.project(p)
+        assert in_front[0] and cam.in_image(uv)[0]  # the image alone accepts it
+        with pytest.raises(ClickRejected) as e:
+            project_click(p, cam, VOLUME)
+        assert e.value.reason == OUTSIDE_VOLUME, str(e.value)
+        assert str(p.round(3).tolist()) in e.value.detail  # the point
+        assert str(VOLUME.lo.tolist()) in e.value.detail and str(VOLUME.hi.tolist()) in e.value.detail
+    assert "z = -0.800" in str(e.value)  # the coordinate out of the box
+    # the table top itself is in, a little below it too (depth and calibration error)
+    uv = project_click(table, cam, VOLUME)
+    np.testing.assert_allclose(uv, project_click(centre, cam, VOLUME), atol=1e-6)
+    project_click(table - [0.0, 0.0, 0.02], cam, VOLUME)
+
+
+def test_click_volume_is_a_box_in_the_robots_reach() -> None:
+    """The yaml's default: the drivers' TCP workspace box (SafetyLimits) down to a little below the table."""
+    limits = SafetyLimits()
+    np.testing.assert_allclose(VOLUME.lo[:2], limits.workspace_min[:2])
+    np.testing.assert_allclose(VOLUME.hi, limits.workspace_max)
+    assert -0.1 <= VOLUME.lo[2] < 0.0  # the table top is z = 0
+    for lo, hi, match in [
+        ([0.8, -0.5, 0.0], [0.2, 0.5, 0.5], "min must be below max"),
+        ([0.2, -0.5, 0.0], [0.8, -0.5, 0.5], "min must be below max"),
+        ([0.2, -0.5], [0.8, 0.5, 0.5], "3 numbers"),
+        ([0.2, -0.5, math.nan], [0.8, 0.5, 0.5], "NaN"),
+        ([0.2, -0.5, 0.0], [0.8, math.inf, 0.5], "NaN or inf"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ClickVolume(lo, hi)
 
 
 def test_pixel_clicks_inside_the_image_only() -> None:
@@ -165,7 +214,7 @@ def test_click_region_and_viewing_ray(scene: SimpleNamespace) -> None:
     np.testing.assert_allclose(click_region(np.array([50.0, 40.0]), 96, 96, 0.25), [38, 28, 62, 52])
     np.testing.assert_allclose(click_region(np.array([2.0, 94.0]), 96, 96, 0.25), [-0.5, 82, 14, 95.5])
     centre = next(iter(scene.centres.values()))
-    uv = project_click(centre, scene.camera)
+    uv = project_click(centre, scene.camera, VOLUME)
     start, end = ray_points(uv, scene.camera, 2.0)
     d = (end - start) / 2.0
     np.testing.assert_allclose(np.linalg.norm(np.cross(centre - start, d)), 0.0, atol=1e-9)

@@ -171,6 +171,7 @@ def test_good_frame_gives_a_chunk_for_its_stamp(stack) -> None:
         ("step", "bytes, expected step x height"),
         ("empty", "image is empty"),
         ("zero_focal", "focal lengths must be positive"),
+        ("nan_focal", "K contains NaN or inf"),  # NaN <= 0 is false: it passed the focal check (issue 17)
     ],
 )
 def test_bad_frames_give_no_chunk_and_recover(stack, bad: str, reason: str) -> None:
@@ -190,6 +191,9 @@ def test_bad_frames_give_no_chunk_and_recover(stack, bad: str, reason: str) -> N
     elif bad == "zero_focal":
         info = model_to_camera_info(CAMERA, stamp)
         info.k = [0.0] * 9
+    elif bad == "nan_focal":
+        info = model_to_camera_info(CAMERA, stamp)
+        info.k = [float("nan"), *list(info.k)[1:]]
     before = len(rig.chunks)
     t = rig.frame(age=age, info=info, image=image)
     assert refused_with(node, reason), node.state
@@ -234,6 +238,31 @@ def test_prompts_for_unknown_images_are_refused_and_held_ones_used(stack) -> Non
     )
     assert wait(lambda: node.prompt is not None)
     assert chunk_for(rig, rig.frame())
+
+
+def test_a_box_prompt_with_swapped_corners_is_refused(stack) -> None:
+    """VisualPrompt.msg: a box is top-left then bottom-right. Corners in another order are a malformed prompt,
+    refused (issue 17, defect 10): it used to be normalised silently and acted on."""
+    node, rig = stack
+    with node.lock:
+        node.prompt = None
+    t = rig.frame()
+    assert chunk_for(rig, t)
+    swapped = prompt_to_msg(VisualPrompt.box(10.0, 12.0, 30.0, 40.0), sec_to_stamp(t), CAMERA.frame_id, W, H)
+    swapped.u, swapped.v = [30.0, 10.0], [40.0, 12.0]  # bottom-right first
+    rig.prompt.publish(swapped)
+    assert refused_with(node, "top-left"), node.state
+    assert "(30.0, 40.0)" in node.state and "(10.0, 12.0)" in node.state  # the corners, as sent
+    assert node.prompt is None
+    status = lambda: rig.status.get("pixelvla_ros: policy_node", (0, ""))  # noqa: E731
+    assert wait(lambda: status()[0] == 2 and "top-left" in status()[1]), status()  # ERROR with the reason
+    rig.prompt.publish(
+        prompt_to_msg(VisualPrompt.box(10.0, 12.0, 30.0, 40.0), sec_to_stamp(t), CAMERA.frame_id, W, H)
+    )
+    assert wait(lambda: node.prompt is not None and node.prompt.kind == "box")
+    np.testing.assert_array_equal(node.prompt.points, [[10.0, 12.0], [30.0, 40.0]])
+    with node.lock:
+        node.prompt = None  # the next tests start without a prompt
 
 
 def test_stale_arm_state_gives_no_chunk(stack) -> None:

@@ -393,6 +393,41 @@ def test_bad_clicks_are_refused_with_their_reason(rig: SimpleNamespace, scene: S
     )
 
 
+def test_clicks_off_the_work_surface_are_refused(rig: SimpleNamespace, scene: SimpleNamespace) -> None:
+    """RViz's Publish Point gives the point under the cursor: beyond the object on its viewing ray when that
+    is the floor or a wall. It lands on the object's pixel; only the click volume refuses it (issue 17)."""
+    peer = rig.peer
+    peer.camera_on()
+    peer.ready()
+    origin = scene.camera.T_base_camera[:3, 3]
+    ray = (scene.centre - origin) / np.linalg.norm(scene.centre - origin)
+    status = peer.refused(lambda: peer.rviz_click(scene.centre + 10.0 * ray), "outside_click_volume")
+    assert str(PARAMS["click_volume_min"]) in values(status)["last_rejection"]  # the box is named
+    below = origin + (-0.8 - origin[2]) / ray[2] * ray  # 0.8 m below the table top, on the same pixel
+    status = peer.refused(lambda: peer.rviz_click(below), "outside_click_volume")
+    assert "z = -0.800" in values(status)["last_rejection"]
+    assert values(status)["clicks_accepted"] == "0" and not peer.got["prompt"]
+    table = origin - origin[2] / ray[2] * ray  # the table top on that ray: still a prompt, on the object
+    assert on_target(scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(table))))
+
+
+@pytest.mark.parametrize(
+    "param, value, reason",
+    [
+        ("click_volume_min", "[0.9, -0.55, -0.05]", "min must be below max"),
+        ("click_volume_max", "[0.8, 0.55]", "3 numbers"),
+    ],
+)
+def test_a_bad_click_volume_stops_the_start(ros_domain: int, param: str, value: str, reason: str) -> None:
+    exe = Path(sys.prefix) / "lib" / "pixelvla_ros" / "prompt_node"
+    assert exe.exists(), f"{exe} is missing: run `make build`"
+    args = [str(exe), "--ros-args", "--params-file", str(YAML), "-p", f"{param}:={value}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "cannot start" in output and reason in output and "Traceback" not in output, output
+
+
 def test_stale_image_is_refused_until_fresh_images_return(
     rig: SimpleNamespace, scene: SimpleNamespace
 ) -> None:
@@ -430,16 +465,21 @@ def test_malformed_images_are_refused_and_the_node_recovers(
     assert on_target(scene, prompt_pixel(peer.accepted(lambda: peer.rviz_click(scene.centre))))
 
 
-def test_zero_focal_camera_info_is_refused_and_the_node_recovers(
-    rig: SimpleNamespace, scene: SimpleNamespace
+@pytest.mark.parametrize(
+    "fx, reason",
+    [(0.0, "focal lengths must be positive"), (float("nan"), "K contains NaN or inf")],
+    ids=["zero_focal", "nan_focal"],
+)
+def test_unusable_camera_info_is_refused_and_the_node_recovers(
+    rig: SimpleNamespace, scene: SimpleNamespace, fx: float, reason: str
 ) -> None:
     peer = rig.peer
     peer.image = peer.good_image
     bad = model_to_camera_info(scene.camera, sec_to_stamp(0.0))
-    bad.k = [0.0] * 9
+    bad.k = [fx, *list(bad.k)[1:]]
     peer.info = bad
     status = peer.diagnostic(lambda s: s.level == DiagnosticStatus.ERROR, "CameraInfo refused")
-    assert "CameraInfo refused" in status.message and "focal" in status.message
+    assert "CameraInfo refused" in status.message and reason in status.message, status.message
     peer.refused(lambda: peer.rviz_click(scene.centre), "no_camera_info")
     peer.info = peer.good_info
     peer.ready()

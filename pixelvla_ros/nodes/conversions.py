@@ -145,8 +145,24 @@ _PROMPT_KIND = {
 _PROMPT_TYPE = {kind: code for code, kind in _PROMPT_KIND.items()}
 
 
+def _check_box_corners(points: np.ndarray) -> None:
+    """Raise MessageError unless a box message's 2 corners are top-left then bottom-right (u0 < u1 and
+    v0 < v1), as VisualPrompt.msg defines it. The core would reorder other corners; a message whose corners
+    are in another order was drawn by a sender that reads the message differently: refused, not guessed at."""
+    if points.shape != (2, 2):
+        raise MessageError(f"box prompt needs exactly 2 corners (u, v), got {len(points)}")
+    (u0, v0), (u1, v1) = points.tolist()
+    if not (u0 < u1 and v0 < v1):
+        raise MessageError(
+            f"box prompt corners must be top-left then bottom-right (u0 < u1, v0 < v1), got ({u0}, {v0}) "
+            f"then ({u1}, {v1})"
+        )
+
+
 def prompt_from_msg(msg: VisualPromptMsg) -> VisualPrompt:
-    """Core VisualPrompt (pixels of the image of msg.header.stamp); raises MessageError."""
+    """Core VisualPrompt (pixels of the image of msg.header.stamp); raises MessageError for a malformed
+    prompt (unknown type, sizes that do not match, a box whose corners are not top-left then bottom-right,
+    points outside the image)."""
     if msg.type not in _PROMPT_KIND:
         raise MessageError(f"prompt type {msg.type} is unknown; expected 0 (point) to 3 (mask)")
     kind = _PROMPT_KIND[msg.type]
@@ -169,6 +185,8 @@ def prompt_from_msg(msg: VisualPromptMsg) -> VisualPrompt:
             if len(msg.u) != len(msg.v):
                 raise MessageError(f"prompt has {len(msg.u)} u and {len(msg.v)} v coordinates")
             points = np.stack([np.asarray(msg.u, float), np.asarray(msg.v, float)], axis=1)
+            if kind == BOX:
+                _check_box_corners(points)
             labels = list(msg.labels) or [1] * (len(points) if kind == POINT else 1)
             prompt = VisualPrompt(kind, points=points, labels=labels)
         prompt.check_inside(int(msg.image_height), int(msg.image_width))

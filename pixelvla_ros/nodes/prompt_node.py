@@ -27,8 +27,9 @@ last prompt it holds once that prompt is older than its own maximum prompt age.
 Camera pose (needed to project RViz clicks): tf (base_frame <- the image's frame at the image's stamp)
 when `use_tf` is true and tf2_ros is installed (it is not on PyPI); otherwise `camera_pose_in_base`.
 Refused inputs (a malformed Image or CameraInfo; a click with no image, a stale image, in an unknown
-frame, behind the camera or off the image) are logged with the reason and counted in /diagnostics; the
-node keeps running and uses the next good input.
+frame, behind the camera, off the image, or an RViz click outside the click volume `click_volume_min` ..
+`click_volume_max`, the box around the work surface) are logged with the reason and counted in
+/diagnostics; the node keeps running and uses the next good input.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from pixelvla_ros.chunk_timeline import TimedChunk
 from pixelvla_ros.click_projection import (
     UNKNOWN_FRAME,
     ClickRejected,
+    ClickVolume,
     check_camera_matches,
     check_image_age,
     click_region,
@@ -135,6 +137,24 @@ class PromptNode(Node):
             "used without tf",
             read_only=True,
         )
+        default_volume = ClickVolume.default()
+        volume_min = declare(
+            self,
+            "click_volume_min",
+            default_volume.lo.tolist(),
+            "lower corner [x, y, z] of the box in base_frame (m) an RViz click must lie in; a point beyond "
+            "it (the floor, a wall behind the table) projects onto the object in front of it. Default: the "
+            "drivers' TCP workspace box, down to 5 cm below the table top",
+            read_only=True,
+        )
+        volume_max = declare(
+            self,
+            "click_volume_max",
+            default_volume.hi.tolist(),
+            "upper corner [x, y, z] of that box, m",
+            read_only=True,
+        )
+        self.click_volume = ClickVolume(volume_min, volume_max)  # ValueError says what is wrong: exit 2
         self.max_image_age = declare(
             self,
             "max_image_age",
@@ -247,9 +267,7 @@ class PromptNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            camera = camera_info_to_model(msg)
-            if not (np.all(np.isfinite(camera.K)) and np.all(np.isfinite(camera.D))):
-                raise MessageError("CameraInfo K or D contains NaN or inf")
+            camera = camera_info_to_model(msg)  # the core refuses NaN, zero focal lengths, bad matrices
         except MessageError as e:
             self._infos_rejected += 1
             if f"CameraInfo refused: {e}" != self._info_error:
@@ -290,7 +308,7 @@ class PromptNode(Node):
             if self._tf_buffer is not None and src and src not in (self.base_frame, camera.frame_id):
                 frames[src] = self._pose_from_tf(src, RosTime())  # latest: RViz stamps clicks "now"
             p = point_in_base([msg.point.x, msg.point.y, msg.point.z], src, self.base_frame, frames)
-            uv = project_click(p, camera)
+            uv = project_click(p, camera, self.click_volume)
         except ClickRejected as e:
             self._reject(e, "RViz click")
             return
@@ -489,6 +507,7 @@ class PromptNode(Node):
             "camera_infos_rejected": self._infos_rejected,
             "image_age_s": "none" if age is None else f"{age:.3f}",
             "camera_pose_source": "tf" if self._tf_buffer is not None else "camera_pose_in_base",
+            "click_volume": f"min {self.click_volume.lo.tolist()} max {self.click_volume.hi.tolist()}",
             "prompt": self._describe(self._prompt),
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

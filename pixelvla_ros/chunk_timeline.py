@@ -6,11 +6,17 @@ interval has passed are dropped (never executed late), and the newest chunk (by 
 chunks overlap. With `commit_steps` > 0 a chunk, once started, keeps control for that many of its steps
 before a newer one takes over: the open-loop execution the policy was evaluated with (`evaluate
 --execute-steps`), while the newer chunks still prove that the camera and the policy are alive (`newest()`).
-Used by the simulator driver (one action per control step) and by the UR driver (TCP waypoints interpolated
-at the robot's rate).
 
-    timeline = ChunkTimeline(limits, commit_steps=4)
-    timeline.add(TimedChunk(t0=stamp, dt=0.1, actions=chunk))   # check_chunk'ed on the way in
+Every driver admits chunks through `ChunkTimeline.add` and so by one rule (`ChunkRules`): the chunk's frame
+must be the driver's base frame; its image stamp may lead the driver clock by at most `max_stamp_lead` (a
+camera on another clock, or a stamp far in the future that would make every later chunk look "older");
+its image must be at most `max_command_age` old; its steps pass `safety.check_chunk` (NaN, per-step limits);
+and stamps must not go back. Once the newest chunk held is older than `max_command_age` the driver halts at
+once (`stale_reason`): the camera or the policy has stopped. Used by the simulator driver (one action per
+control step) and by the UR driver (TCP waypoints interpolated at the robot's rate).
+
+    timeline = ChunkTimeline(limits, commit_steps=4, rules=ChunkRules(base_frame="base"))
+    timeline.add(TimedChunk(t0=stamp, dt=0.1, actions=chunk, frame_id="base"), now)  # ValueError: refused
     action = timeline.action_at(now)                            # (7,) or None: no motion
 """
 
@@ -25,7 +31,28 @@ from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ROTATION, TRANSLATION
 from pixelvla_ros.safety import SafetyLimits, check_chunk
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
 
-__all__ = ["ChunkTimeline", "TimedChunk", "Waypoints"]
+__all__ = ["ChunkRefused", "ChunkRules", "ChunkTimeline", "TimedChunk", "Waypoints"]
+
+
+class ChunkRefused(ValueError):
+    """A chunk a driver will not execute (wrong frame, stamp, order or driver state); the message says why."""
+
+
+@dataclass(frozen=True)
+class ChunkRules:
+    """What every driver checks on an incoming chunk besides its steps' safety limits (module docstring)."""
+
+    base_frame: str = "base"  # frame_id the chunks must carry: the robot base frame
+    max_stamp_lead: float = 0.05  # s an image stamp may lead the driver clock before the clocks are doubted
+    max_command_age: float = 0.25  # s: older images are refused; the driver halts once the newest is older
+
+    def __post_init__(self) -> None:
+        if not self.base_frame:
+            raise ValueError("base_frame must name the robot base frame")
+        if not (math.isfinite(self.max_stamp_lead) and 0.0 <= self.max_stamp_lead <= 1.0):
+            raise ValueError(f"max_stamp_lead must be within [0, 1] s, got {self.max_stamp_lead}")
+        if not (math.isfinite(self.max_command_age) and 0.0 < self.max_command_age <= 10.0):
+            raise ValueError(f"max_command_age must be within (0, 10] s, got {self.max_command_age}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,7 @@ class TimedChunk:
     t0: float  # s, the source image's stamp (any clock, the same one the driver asks in)
     dt: float  # s per step
     actions: np.ndarray  # (N, 7) project action convention, base frame
+    frame_id: str = "base"  # the frame of the actions (ActionChunk header.frame_id)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.t0) and math.isfinite(self.dt) and self.dt > 0):
@@ -93,10 +121,13 @@ class Waypoints:
 class ChunkTimeline:
     """The chunks a driver holds; the chunk in control at a time decides its action (module docstring)."""
 
-    def __init__(self, limits: SafetyLimits | None = None, commit_steps: int = 0) -> None:
+    def __init__(
+        self, limits: SafetyLimits | None = None, commit_steps: int = 0, rules: ChunkRules | None = None
+    ) -> None:
         if commit_steps < 0:
             raise ValueError(f"commit_steps must be >= 0, got {commit_steps}")
         self.limits = limits or SafetyLimits()
+        self.rules = rules or ChunkRules()
         self.commit_steps = int(commit_steps)
         self._chunks: list[TimedChunk] = []  # oldest image stamp first
         self._current: TimedChunk | None = None  # the chunk in control
@@ -106,15 +137,45 @@ class ChunkTimeline:
         self._chunks = []
         self._current, self._release_at = None, -math.inf
 
-    def add(self, chunk: TimedChunk) -> TimedChunk:
-        """Add a chunk and return the copy held (raises UnsafeChunkError for NaN or out-of-limit steps,
-        ValueError for a chunk older than the newest one held: chunks must arrive in image-stamp order)."""
+    def check(self, chunk: TimedChunk, now: float) -> TimedChunk:
+        """The chunk as it would be held if it arrived at driver time `now`; raises ChunkRefused (frame,
+        stamp, order) or UnsafeChunkError (NaN, out-of-limit steps), both ValueErrors. Holds nothing."""
+        rules = self.rules
+        if chunk.frame_id != rules.base_frame:
+            raise ChunkRefused(
+                f"chunk frame {chunk.frame_id!r} is not the driver's base frame {rules.base_frame!r}"
+            )
+        if chunk.t0 > now + rules.max_stamp_lead:
+            raise ChunkRefused(
+                f"image stamp {chunk.t0:.3f} is {chunk.t0 - now:.3f} s ahead of the driver clock (max "
+                f"{rules.max_stamp_lead:g} s; do the camera and the driver use the same clock?)"
+            )
+        if now - chunk.t0 > rules.max_command_age:
+            raise ChunkRefused(
+                f"chunk from an image {now - chunk.t0:.3f} s old "
+                f"(max_command_age {rules.max_command_age:g} s)"
+            )
         actions = check_chunk(chunk.actions, self.limits)
         if self._chunks and chunk.t0 < self._chunks[-1].t0:
-            raise ValueError(f"chunk from image stamp {chunk.t0:.3f} is older than {self._chunks[-1].t0:.3f}")
-        held = TimedChunk(chunk.t0, chunk.dt, actions)
+            raise ChunkRefused(
+                f"chunk from image stamp {chunk.t0:.3f} is older than {self._chunks[-1].t0:.3f}"
+            )
+        return TimedChunk(chunk.t0, chunk.dt, actions, chunk.frame_id)
+
+    def add(self, chunk: TimedChunk, now: float) -> TimedChunk:
+        """Admit a chunk arriving at driver time `now` (`check`) and return the copy held."""
+        held = self.check(chunk, now)
         self._chunks.append(held)
         return held
+
+    def stale_reason(self, t: float) -> str | None:
+        """Why the driver must halt at once at t: the newest chunk held comes from an image older than
+        `max_command_age` (None: not stale, or no chunk held)."""
+        newest = self.newest()
+        if newest is None or t - newest.t0 <= self.rules.max_command_age:
+            return None
+        age = t - newest.t0
+        return f"newest chunk's image is {age:.3f} s old (max_command_age {self.rules.max_command_age:g} s)"
 
     def newest(self) -> TimedChunk | None:
         return self._chunks[-1] if self._chunks else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk
+from pixelvla_ros.chunk_timeline import ChunkRefused, ChunkRules, ChunkTimeline, TimedChunk
 from pixelvla_ros.safety import UnsafeChunkError
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
 
@@ -21,7 +21,7 @@ def chunk(t0: float, n: int = 4, dx: float = 0.01, gripper: float = 0.0, dt: flo
 
 def test_action_covering_a_time_and_past_dropped() -> None:
     tl = ChunkTimeline()
-    tl.add(chunk(10.0))
+    tl.add(chunk(10.0), 10.0)
     assert tl.action_at(9.99) is None  # before the image: nothing
     assert tl.action_at(10.0)[1] == pytest.approx(0.0)
     assert tl.action_at(10.25)[1] == pytest.approx(2e-3)
@@ -31,8 +31,8 @@ def test_action_covering_a_time_and_past_dropped() -> None:
 
 def test_newest_chunk_wins_where_chunks_overlap() -> None:
     tl = ChunkTimeline()
-    tl.add(chunk(10.0, dx=0.01))
-    tl.add(chunk(10.1, dx=0.02))
+    tl.add(chunk(10.0, dx=0.01), 10.0)
+    tl.add(chunk(10.1, dx=0.02), 10.1)
     assert tl.action_at(10.05)[0] == pytest.approx(0.01)  # only the old chunk covers 10.05
     assert tl.action_at(10.15)[0] == pytest.approx(0.02)
     assert tl.action_at(10.15)[1] == pytest.approx(0.0)  # step 0 of the newer chunk
@@ -45,7 +45,7 @@ def test_a_started_chunk_keeps_control_for_its_committed_steps() -> None:
     executed = []
     for n in range(7):
         t = 10.0 + 0.1 * n
-        tl.add(chunk(t, n=8, dx=0.001 * (n + 1)))
+        tl.add(chunk(t, n=8, dx=0.001 * (n + 1)), t)
         executed.append(tl.action_at(t + 0.05))  # the actuation delay after the frame
     source = [round(a[0] * 1000) - 1 for a in executed]  # index of the frame whose chunk acted
     steps = [round(a[1] * 1000) for a in executed]
@@ -56,15 +56,15 @@ def test_a_started_chunk_keeps_control_for_its_committed_steps() -> None:
 
 def test_commitment_ends_with_the_chunk_and_on_clear() -> None:
     tl = ChunkTimeline(commit_steps=4)
-    tl.add(chunk(10.0, n=2, dx=0.01))
+    tl.add(chunk(10.0, n=2, dx=0.01), 10.0)
     assert tl.action_at(10.05)[0] == pytest.approx(0.01)
-    tl.add(chunk(10.1, n=4, dx=0.02))
+    tl.add(chunk(10.1, n=4, dx=0.02), 10.1)
     assert tl.action_at(10.15)[0] == pytest.approx(0.01)  # step 1 of the started chunk
     assert tl.action_at(10.25)[0] == pytest.approx(0.02)  # it has run out: the newer chunk's step 1
     assert tl.action_at(10.25)[1] == pytest.approx(1e-3)
     tl.clear()
     assert tl.action_at(10.3) is None
-    tl.add(chunk(10.3, dx=0.03))
+    tl.add(chunk(10.3, dx=0.03), 10.3)
     assert tl.action_at(10.35)[0] == pytest.approx(0.03)
     with pytest.raises(ValueError, match="commit_steps"):
         ChunkTimeline(commit_steps=-1)
@@ -73,9 +73,9 @@ def test_commitment_ends_with_the_chunk_and_on_clear() -> None:
 def test_without_commitment_a_newer_chunk_takes_over_mid_step() -> None:
     """commit_steps=0 (the UR driver at 500 Hz can use it): a chunk arriving mid-step acts at once."""
     tl = ChunkTimeline()
-    tl.add(chunk(10.0, dx=0.01))
+    tl.add(chunk(10.0, dx=0.01), 10.0)
     assert tl.action_at(10.12)[0] == pytest.approx(0.01)
-    tl.add(chunk(10.1, dx=0.02))
+    tl.add(chunk(10.1, dx=0.02), 10.1)
     assert tl.action_at(10.13)[0] == pytest.approx(0.02)
 
 
@@ -84,15 +84,38 @@ def test_refuses_unsafe_and_out_of_order_chunks() -> None:
     bad = chunk(10.0).actions.copy()
     bad[2, 0] = np.nan
     with pytest.raises(UnsafeChunkError, match="step 2"):
-        tl.add(TimedChunk(10.0, 0.1, bad))
+        tl.add(TimedChunk(10.0, 0.1, bad), 10.0)
     far = chunk(10.0, dx=0.5)
     with pytest.raises(UnsafeChunkError, match="translates"):
-        tl.add(far)
-    tl.add(chunk(11.0))
-    with pytest.raises(ValueError, match="older"):
-        tl.add(chunk(10.5))
+        tl.add(far, 10.0)
+    tl.add(chunk(11.0), 11.0)
+    with pytest.raises(ChunkRefused, match="older"):
+        tl.add(chunk(10.9), 11.0)
     with pytest.raises(ValueError, match="dt > 0"):
         TimedChunk(1.0, 0.0, np.zeros((2, 7)))
+
+
+def test_the_admission_rule_every_driver_applies() -> None:
+    """ChunkRules: the frame, an image stamp ahead of the clock or older than max_command_age; a refused
+    chunk leaves the timeline as it was."""
+    tl = ChunkTimeline(rules=ChunkRules(base_frame="base_link", max_stamp_lead=0.05, max_command_age=0.3))
+    with pytest.raises(ChunkRefused, match="'base' is not the driver's base frame 'base_link'"):
+        tl.add(chunk(10.0), 10.0)
+    ok = lambda t0: TimedChunk(t0, 0.1, chunk(t0).actions, "base_link")  # noqa: E731
+    with pytest.raises(ChunkRefused, match="0.100 s ahead"):
+        tl.add(ok(10.1), 10.0)
+    with pytest.raises(ChunkRefused, match="ahead"):
+        tl.add(ok(1e6), 10.0)
+    with pytest.raises(ChunkRefused, match="0.310 s old"):
+        tl.add(ok(9.69), 10.0)
+    assert tl.newest() is None
+    tl.add(ok(10.04), 10.0)  # within max_stamp_lead
+    assert tl.stale_reason(10.3) is None
+    assert "0.310 s old" in tl.stale_reason(10.35)
+    with pytest.raises(ValueError, match="base_frame"):
+        ChunkRules(base_frame="")
+    with pytest.raises(ValueError, match="max_command_age"):
+        ChunkRules(max_command_age=float("nan"))
 
 
 def test_waypoints_integrate_deltas_and_interpolate() -> None:

@@ -167,6 +167,7 @@ def test_good_frame_gives_a_chunk_for_its_stamp(stack) -> None:
     "bad, reason",
     [
         ("stale", "stale image"),
+        ("future", "s ahead of this node's clock"),  # its chunk took the stamp to the driver (issue 17)
         ("encoding", "encoding 'yuv422'"),
         ("step", "bytes, expected step x height"),
         ("empty", "image is empty"),
@@ -182,6 +183,8 @@ def test_bad_frames_give_no_chunk_and_recover(stack, bad: str, reason: str) -> N
     good = rgb_to_image(np.zeros((H, W, 3), np.uint8), stamp, CAMERA.frame_id)
     if bad == "stale":
         age = 2.0
+    elif bad == "future":
+        age = -0.15
     elif bad == "encoding":
         image, image.encoding = good, "yuv422"
     elif bad == "step":

@@ -9,8 +9,10 @@ period n starting at t_n:
      control (the newest, or a started one for its first `commit_steps` steps: ChunkTimeline) goes through
      the SafetyFilter and moves the arm for one period. A chunk that arrives after the delay is not used
      for t_n (its step 0 is in the past); older chunks still cover t_n with their later steps.
-A command counts as fresh only when its chunk was computed from an image at most `max_command_age` old:
-when the camera or the policy stops, the filter halts the arm within two periods (SafetyLimits.stale_cycles).
+Chunks are admitted by the same rule as on the UR driver (`ChunkTimeline.add`, `ChunkRules`: frame, stamps in
+the past and future, step limits, NaN). Once the newest chunk comes from an image older than
+`max_command_age` (the camera or the policy stopped) the arm halts in that period; a period with no chunk
+covering it while the newest is still fresh continues one period before halting (SafetyLimits.stale_cycles).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from pixelvla_ros.action_space import GRIPPER, ROTATION, TRANSLATION
 from pixelvla_ros.camera import CameraModel
-from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk
+from pixelvla_ros.chunk_timeline import ChunkRules, ChunkTimeline, TimedChunk
 from pixelvla_ros.safety import SafetyFilter, SafetyLimits
 from pixelvla_ros.sim.env import TabletopEnv
 from pixelvla_ros.sim.tasks import TaskConfig
@@ -61,15 +63,14 @@ class SimDriver:
         split: str | None,
         limits: SafetyLimits,
         image_size: int,
-        max_command_age: float,
+        rules: ChunkRules,
         commit_steps: int = 0,
     ) -> None:
         self.env = TabletopEnv(replace(calibrated_config(config), image_sizes=(image_size,)), seed, split)
         self.image_size = int(image_size)
         self.period = self.env.config.action_space.dt
         self.limits = limits
-        self.max_command_age = float(max_command_age)
-        self.timeline = ChunkTimeline(limits, commit_steps)
+        self.timeline = ChunkTimeline(limits, commit_steps, rules)
         self.filter = SafetyFilter(limits, self.period)
         self.success = False
         self.steps = 0
@@ -84,9 +85,10 @@ class SimDriver:
     def task(self):  # noqa: ANN201 - pixelvla_ros.sim.tasks.TaskSpec
         return self.env.task
 
-    def add_chunk(self, chunk: TimedChunk) -> None:
-        """Raises UnsafeChunkError / ValueError (the node logs and counts the refusal)."""
-        self.timeline.add(chunk)
+    def add_chunk(self, chunk: TimedChunk, now: float) -> None:
+        """Admit a chunk arriving at simulator time `now`; raises ChunkRefused / UnsafeChunkError
+        (ValueErrors: the node logs and counts the refusal)."""
+        self.timeline.add(chunk, now)
 
     def capture(self) -> SimArmState:
         env = self.env
@@ -100,11 +102,11 @@ class SimDriver:
 
     def step(self, t: float) -> SimStepReport:
         """Execute the control period that started at t (see the module docstring)."""
-        newest = self.timeline.newest()
-        action = self.timeline.action_at(t)
-        if action is not None and newest is not None and t - newest.t0 > self.max_command_age:
-            action = None  # the newest chunk comes from an image too old to act on
-        if action is None:
+        stale = self.timeline.stale_reason(t)
+        action = None if stale else self.timeline.action_at(t)
+        if stale:
+            cmd = self.filter.halt(stale)
+        elif action is None:
             cmd = self.filter.step(None)
         else:
             cmd = self.filter.step(action[TRANSLATION], action[ROTATION], float(action[GRIPPER]))

@@ -235,8 +235,8 @@ def chunk_to_msg(
 
 
 def chunk_from_msg(msg: ActionChunk) -> TimedChunk:
-    """TimedChunk on the clock of the source image stamp; raises MessageError for a malformed chunk
-    (the safety limits are checked when the chunk enters a driver's ChunkTimeline)."""
+    """TimedChunk on the clock of the source image stamp, in header.frame_id; raises MessageError for a
+    malformed chunk (frame, stamps and safety limits are checked when it enters a driver's ChunkTimeline)."""
     n = len(msg.translation)
     if n == 0 or len(msg.rotation) != n or len(msg.gripper) != n:
         raise MessageError(
@@ -251,6 +251,6 @@ def chunk_from_msg(msg: ActionChunk) -> TimedChunk:
         dtype=np.float64,
     )
     try:
-        return TimedChunk(stamp_to_sec(msg.source_image_stamp), float(msg.dt), actions)
+        return TimedChunk(stamp_to_sec(msg.source_image_stamp), float(msg.dt), actions, msg.header.frame_id)
     except ValueError as e:
         raise MessageError(str(e)) from None

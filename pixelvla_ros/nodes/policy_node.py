@@ -10,10 +10,10 @@ Topics (remappable): in /camera/image_raw, /camera/camera_info (sensor QoS), /pi
 and the `gripper` joint); out /pixelvla/action_chunk, /pixelvla/twist (geometry_msgs/TwistStamped, the
 chunk's first step as a velocity, for MoveIt Servo), /diagnostics. Action /pixelvla/run_task (RunTask).
 
-Any doubt publishes nothing (the drivers halt when chunks stop): a frame older than max_image_age, a
-malformed image or CameraInfo, a required prompt missing or drawn on an image this node never held, stale
-proprioception, a model error, NaN or an out-of-limit step. The reason goes to the log, the status and the
-action feedback, and the node goes on with the next frame.
+Any doubt publishes nothing (the drivers halt when chunks stop): a frame older than max_image_age or stamped
+ahead of the clock by more than max_stamp_lead, a malformed image or CameraInfo, a required prompt missing or
+drawn on an image this node never held, stale proprioception, a model error, NaN or an out-of-limit step.
+The reason goes to the log, the status and the action feedback, and the node goes on with the next frame.
 """
 
 from __future__ import annotations
@@ -114,6 +114,14 @@ class PolicyNode(Node):
             0.3,
             "refuse frames older than this when inference starts, s",
             floating=(0.01, 10.0),
+        )
+        self.max_stamp_lead = declare(
+            self,
+            "max_stamp_lead",
+            0.05,
+            "refuse frames stamped further ahead of this node's clock, s (a camera on another clock: its "
+            "chunks would carry the future stamp to the driver)",
+            floating=(0.0, 1.0),
         )
         self.max_state_skew = declare(
             self,
@@ -334,6 +342,11 @@ class PolicyNode(Node):
         self.last_image_age = age = self.now() - stamp
         if age > self.max_image_age:
             return f"refusing: stale image ({age:.3f} s old, max {self.max_image_age} s)"
+        if -age > self.max_stamp_lead:
+            return (
+                f"refusing: image stamped {-age:.3f} s ahead of this node's clock (max "
+                f"{self.max_stamp_lead} s; do the camera and this node use the same clock?)"
+            )
         try:
             check_image(frame)
             camera = self.frame_camera(frame)

@@ -24,10 +24,10 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from pixelvla_ros import ur5e
+from pixelvla_ros.chunk_timeline import ChunkRules
 from pixelvla_ros.drivers.sim_driver import SimArmState, SimDriver
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.nodes.conversions import (
-    MessageError,
     chunk_from_msg,
     model_to_camera_info,
     rgb_to_image,
@@ -80,12 +80,22 @@ class SimDriverNode(Node):
             "s after a frame when its period's action is taken",
             floating=(0.0, 0.1),
         )
-        max_age = declare(
-            self,
-            "max_command_age",
-            0.25,
-            "halt when the newest chunk's image is older, s",
-            floating=(0.05, 2.0),
+        rules = ChunkRules(
+            base_frame=self.base_frame,
+            max_stamp_lead=declare(
+                self,
+                "max_stamp_lead",
+                0.05,
+                "refuse chunks whose image stamp leads this node's clock by more, s",
+                floating=(0.0, 1.0),
+            ),
+            max_command_age=declare(
+                self,
+                "max_command_age",
+                0.25,
+                "refuse chunks from older images, and halt once the newest chunk's image is older, s",
+                floating=(0.05, 2.0),
+            ),
         )
         commit_steps = declare(
             self,
@@ -116,7 +126,7 @@ class SimDriverNode(Node):
             raise ValueError(f"split must be eval or train, got {split!r}")
         self.seed = episode_seed(split, episode)
         self.driver = SimDriver(
-            TaskConfig(family=family), self.seed, split, limits, size, max_age, commit_steps
+            TaskConfig(family=family), self.seed, split, limits, size, rules, commit_steps
         )
         self.reset_requested = threading.Event()  # the control thread owns the simulator and its GL context
         self.reset_requested.set()
@@ -145,12 +155,14 @@ class SimDriverNode(Node):
         try:
             chunk = chunk_from_msg(msg)
             with self.lock:
-                self.driver.add_chunk(chunk)
+                self.driver.add_chunk(chunk, self.get_clock().now().nanoseconds * 1e-9)
             self.chunks_accepted += 1
-        except (MessageError, ValueError) as e:  # UnsafeChunkError is a ValueError
+        except ValueError as e:  # MessageError, ChunkRefused, UnsafeChunkError
             self.chunks_refused += 1
             self.last_refusal = str(e)
-            self.get_logger().error(f"action chunk refused, no motion from it: {e}")
+            self.get_logger().error(
+                f"action chunk refused, no motion from it: {e}", throttle_duration_sec=1.0
+            )
 
     def on_reset(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.reset_requested.set()

@@ -1,14 +1,17 @@
-"""The UR driver (pixelvla_ros.drivers.ur_controller and the ur_driver node) with the REAL ur_rtde 1.6.5
-client against the UR controller emulator.
+"""The UR driver (pixelvla_ros.drivers.ur_controller, its child-process host drivers.ur_process and the
+ur_driver node) with the REAL ur_rtde 1.6.5 client against the UR controller emulator.
 
-The emulator runs in its own process (ur_rtde holds the GIL in its blocking calls); the driver core runs in
-the test process, the node in a child process talking DDS with this one. Motion is judged on the emulator's
+The emulator runs in its own process (ur_rtde holds the GIL in its blocking calls). The driver core runs in a
+child process (UrControllerProcess, as the node runs it: a crash inside ur_rtde is then a reconnection, not a
+dead test run), or in the test process where a test observes its cycles or stalls its clock; the node runs in
+a child process talking DDS with this one. Motion is judged on the emulator's
 own state (its TCP pose, its log of received commands), never on what the driver says it did.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -23,14 +26,14 @@ import yaml
 
 pytest.importorskip("rtde_control")
 
-from pixelvla_ros.chunk_timeline import TimedChunk  # noqa: E402
+from pixelvla_ros.chunk_timeline import ChunkRefused, TimedChunk  # noqa: E402
 from pixelvla_ros.drivers.ur_controller import (  # noqa: E402
-    ChunkRefused,
     CycleReport,
     DriverState,
     UrController,
     UrDriverConfig,
 )
+from pixelvla_ros.drivers.ur_process import UrControllerProcess  # noqa: E402
 from pixelvla_ros.safety import UnsafeChunkError  # noqa: E402
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix  # noqa: E402
 from pixelvla_ros.ur_emulator import EmulatorProcess, free_loopback_host  # noqa: E402
@@ -41,6 +44,10 @@ RUNTIME_PLAYING, RUNTIME_STOPPED = 2, 1
 # The RTDE watchdog in the tests: loose, because on a loaded 2-core machine the driver or the emulator
 # (both Python) can miss 100 ms, which would trip the default 10 Hz and fault the driver mid-test.
 WATCHDOG_HZ = 2.0
+# Likewise the state age (the emulator's packets, sent by Python, can be late on a loaded machine), and the
+# chunks' age: the tests send one long chunk where a policy would send one every 0.1 s.
+STATE_AGE_S = 0.15
+COMMAND_AGE_S = 1.9
 
 
 def _wait(pred: Callable[[], bool], timeout: float = 5.0, dt: float = 0.01) -> bool:
@@ -73,7 +80,8 @@ def emu() -> Iterator[EmulatorProcess]:
 
 
 @contextlib.contextmanager
-def running_driver(emu: EmulatorProcess, **kwargs) -> Iterator[UrController]:
+def running_driver(emu: EmulatorProcess, **kwargs) -> Iterator[UrController | UrControllerProcess]:
+    """The driver core, RUNNING; in a child process unless the test observes cycles or injects a clock."""
     config = UrDriverConfig(
         robot_ip=emu.host,
         enable_actuation=kwargs.pop("enable_actuation", True),
@@ -81,8 +89,11 @@ def running_driver(emu: EmulatorProcess, **kwargs) -> Iterator[UrController]:
         watchdog_min_frequency=WATCHDOG_HZ,
         reconnect_backoff_min=0.2,
         reconnect_backoff_max=0.8,
+        max_state_age=kwargs.pop("max_state_age", STATE_AGE_S),
+        max_command_age=kwargs.pop("max_command_age", COMMAND_AGE_S),
     )
-    driver = UrController(config, **kwargs).start()
+    host = UrController if kwargs else UrControllerProcess
+    driver = host(config, **kwargs).start()
     try:
         assert _wait(lambda: driver.status().state is DriverState.RUNNING, 10.0), driver.status()
         yield driver
@@ -265,13 +276,15 @@ def test_reconnects_after_controller_restart_and_waits_for_fresh_chunks(emu: Emu
         time.sleep(0.2)
         emu.restart_controller(downtime_s=1.0)
         assert _wait(lambda: driver.status().state is DriverState.RECONNECTING, 2.0)
+        t_lost = time.monotonic()
         assert _wait(lambda: driver.status().state is DriverState.RUNNING, 10.0), driver.status()
         p1 = _tcp(emu)
         time.sleep(0.4)
         np.testing.assert_allclose(_tcp(emu), p1, atol=1e-9)  # the old chunk is gone: holding
         assert driver.status().halted and emu.state()["runtime_state"] == RUNTIME_PLAYING
-        with pytest.raises(ChunkRefused, match="no measured TCP pose"):  # its image predates the reconnection
-            driver.submit(_chunk(t_old + 0.1))
+        # its image predates the reconnection (too old by now, or no pose of its instant since reconnecting)
+        with pytest.raises(ChunkRefused, match="no measured TCP pose|max_command_age"):
+            driver.submit(_chunk(t_lost))
         driver.submit(_chunk(time.monotonic(), n=5, step=(0.0, 0.005, 0.0)))
         time.sleep(0.8)
         assert _tcp(emu)[1] - p1[1] > 0.015
@@ -295,6 +308,83 @@ def test_nan_and_out_of_limit_chunks_are_refused_without_motion(emu: EmulatorPro
     assert status.chunks_refused == 3 and status.chunks_accepted == 0 and "ahead" in status.last_refusal
     targets = np.array([c["doubles"][:3] for c in emu.commands(kind="command", name="servoL")])
     np.testing.assert_allclose(targets, np.broadcast_to(p0[:3], targets.shape), atol=1e-9)  # only "hold here"
+
+
+def test_a_crash_of_the_client_library_is_a_reconnection_without_motion(emu: EmulatorProcess) -> None:
+    """SIGSEGV in the RTDE client process (as ur_rtde crashed after controller restarts): RECONNECTING, the
+    arm stops (the controller's watchdog ends the orphaned script), a new client process connects, chunks
+    from images before it are refused, new ones move the arm."""
+    with running_driver(emu) as driver:
+        p0 = _tcp(emu)
+        driver.submit(_chunk(time.monotonic(), n=20, step=(0.004, 0.0, 0.0)))
+        time.sleep(0.3)
+        t_crash, first = time.monotonic(), driver.pid
+        os.kill(first, signal.SIGSEGV)
+        assert _wait(lambda: driver.status().state is DriverState.RECONNECTING, 2.0), driver.status()
+        assert "SIGSEGV" in driver.status().reason and driver.status().halted
+        with pytest.raises(ChunkRefused, match="RECONNECTING"):
+            driver.submit(_chunk(time.monotonic()))
+        assert _wait(lambda: emu.state()["runtime_state"] == RUNTIME_STOPPED, 1.0 / WATCHDOG_HZ + 1.0)
+        p1 = _tcp(emu)
+        assert p1[0] - p0[0] > 0.005  # it was moving
+        assert _wait(lambda: driver.status().state is DriverState.RUNNING, 30.0), driver.status()
+        assert driver.pid != first and driver.restarts == 1
+        time.sleep(0.3)
+        np.testing.assert_allclose(_tcp(emu), p1, atol=1e-6)  # the old chunk died with the old process
+        with pytest.raises(ChunkRefused, match="no measured TCP pose"):
+            driver.submit(_chunk(t_crash))
+        driver.submit(_chunk(time.monotonic(), n=5, step=(0.0, 0.005, 0.0)))
+        time.sleep(0.8)
+        assert _tcp(emu)[1] - p1[1] > 0.015
+
+
+def test_a_hung_client_process_is_replaced(emu: EmulatorProcess) -> None:
+    with running_driver(emu) as driver:
+        first = driver.pid
+        os.kill(first, signal.SIGSTOP)  # a hang: alive, silent
+        assert _wait(lambda: "hung" in driver.status().reason, 5.0), driver.status()
+        assert driver.status().state is DriverState.RECONNECTING
+        assert _wait(lambda: driver.status().state is DriverState.RUNNING, 30.0), driver.status()
+        assert driver.pid != first
+
+
+def test_delayed_robot_state_faults_until_fresh_and_rearmed(emu: EmulatorProcess) -> None:
+    """RTDE packets 0.2 s late for 2 s: FAULT at once (the driver would integrate commands from stale poses),
+    no motion, re-arm refused while late, granted once the state is fresh again."""
+    with running_driver(emu) as driver:
+        driver.submit(_chunk(time.monotonic(), n=30, step=(0.003, 0.0, 0.0)))
+        time.sleep(0.3)
+        emu.delay_packets(0.2, duration_s=2.0)
+        assert _wait(lambda: driver.status().state is DriverState.FAULT, 1.0), driver.status()
+        assert "robot state" in driver.status().reason and "late" in driver.status().reason
+        time.sleep(0.5)  # the servo settles on the last target (0.3 s old state shows it still moving)
+        p1 = _tcp(emu)
+        ok, message = driver.rearm()
+        assert not ok and "late" in message
+        time.sleep(0.5)
+        np.testing.assert_allclose(_tcp(emu), p1, atol=1e-6)
+        assert _wait(lambda: driver.rearm()[0], 5.0)
+        assert driver.status().state is DriverState.RUNNING
+        time.sleep(0.3)
+    np.testing.assert_allclose(_tcp(emu), p1, atol=1e-6)
+
+
+def test_the_newest_chunk_too_old_halts_at_once(emu: EmulatorProcess) -> None:
+    """max_command_age: a 2 s chunk whose image is 0.3 s old halts the arm the first cycle after, not when
+    the chunk ends; a chunk from an older image is refused."""
+    reports: list[CycleReport] = []
+    with running_driver(emu, enable_actuation=False, on_cycle=reports.append, max_command_age=0.3) as driver:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        with pytest.raises(ChunkRefused, match="max_command_age"):
+            driver.submit(_chunk(t0 - 0.35, n=20))
+        driver.submit(_chunk(t0, n=20))
+        assert _wait(lambda: any(r.t > t0 + 0.4 for r in reports), 3.0)
+    during = [r for r in reports if t0 + 0.05 < r.t < t0 + 0.29]
+    after = [r for r in reports if r.t > t0 + 0.3]
+    assert during and all(not r.command.halted for r in during)
+    assert after and all(r.command.halted for r in after)
+    assert "max_command_age" in after[0].command.reasons[0]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -332,7 +422,8 @@ def test_node_executes_chunks_and_reports_over_ros(emu: EmulatorProcess, ros_dom
     assert exe.is_file(), f"{exe} missing: run `make build`"
     proc = subprocess.Popen(
         [str(exe), "--ros-args", "-p", f"robot_ip:={emu.host}", "-p", "enable_actuation:=true"]
-        + ["-p", f"watchdog_min_frequency:={WATCHDOG_HZ}"],
+        + ["-p", f"watchdog_min_frequency:={WATCHDOG_HZ}", "-p", f"max_state_age:={STATE_AGE_S}"]
+        + ["-p", f"max_command_age:={COMMAND_AGE_S}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

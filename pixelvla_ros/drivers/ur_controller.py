@@ -2,26 +2,32 @@
 
     driver = UrController(UrDriverConfig(robot_ip="192.168.1.10", enable_actuation=True), clock=ros_now)
     driver.start()                                   # connects in its own thread, with back-off
-    driver.submit(TimedChunk(t0=image_stamp, dt=0.1, actions=chunk))   # ValueError says why it was refused
+    driver.submit(TimedChunk(t0=image_stamp, dt=0.1, actions=chunk, frame_id="base"))  # ValueError: why not
     driver.status()                                  # snapshot for diagnostics
     driver.rearm()                                   # after a fault has been cleared on the robot
     driver.stop()
 
 Structured like diffusion_policy's RTDE interpolation controller: one thread at the robot's rate (500 Hz
-e-Series, 125 Hz CB3, paced by ur_rtde's initPeriod/waitPeriod). Each cycle reads the measured TCP pose and
-the safety state, samples the waypoints of the chunk in control (ChunkTimeline) at now, turns that target
-into this cycle's motion (the chunk's own motion plus closing the gap to the last command within braking
-distance), limits it with SafetyFilter and streams servoL. A chunk's waypoints are integrated from the TCP
-pose measured at its image stamp (a short time-stamped history of measured poses is kept), so the policy's
-deltas apply to the pose it saw; steps whose interval has passed are never executed (ChunkTimeline). All
-times are on the injected clock, the clock of the chunks' image stamps (the node passes ROS time).
+e-Series, 125 Hz CB3, paced by ur_rtde's initPeriod/waitPeriod). The ur_driver node runs it in a child process
+(pixelvla_ros.drivers.ur_process), so that a crash of the client library is not a crash of the node. Chunks
+are admitted by the rule every driver shares (ChunkTimeline.add: frame, image stamps ahead of the clock or
+older than max_command_age, NaN, per-step limits, order). Each cycle reads the measured TCP pose, the age
+of that state and the safety state, samples the waypoints of the chunk in control (ChunkTimeline) at now,
+turns that target into this cycle's motion (the chunk's own motion plus closing the gap to the last command
+within braking distance), limits it with SafetyFilter and streams servoL. A chunk's waypoints are integrated
+from the TCP pose measured at its image stamp (a short time-stamped history of measured poses is kept), so the
+policy's deltas apply to the pose it saw; steps whose interval has passed are never executed (ChunkTimeline).
+All times are on the injected clock, the clock of the chunks' image stamps.
 
 States:
   CONNECTING, RECONNECTING  no connection: retried with exponential back-off; chunks refused.
-  RUNNING                   connected and streaming; holds (halted) whenever no chunk covers now.
+  RUNNING                   connected and streaming; holds (halted) whenever no chunk covers now, and at
+                            once when the newest chunk's image is older than max_command_age.
   FAULT                     emergency or protective stop, safety mode not normal, robot not running,
                             the control script stopped (e.g. the RTDE watchdog tripped), servoL refused,
-                            or the TCP outside the workspace box: servoStop, chunks dropped and refused,
+                            the robot state older than max_state_age (RTDE packets late or missing: the
+                            poses that commands are integrated from would be stale), or the TCP outside
+                            the workspace box: servoStop, chunks dropped and refused,
                             no motion until rearm(), which refuses while the cause is still active and
                             restarts from the measured pose.
   STOPPED                   after stop().
@@ -60,7 +66,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk, Waypoints
+from pixelvla_ros.chunk_timeline import ChunkRefused, ChunkRules, ChunkTimeline, TimedChunk, Waypoints
 from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.safety import FilteredCommand, SafetyFilter, SafetyLimits
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
@@ -101,6 +107,9 @@ SAFETY_MODE_NAMES = {
     9: "FAULT",
 }
 SCRIPT_START_TIMEOUT = 2.0  # s to wait for the re-uploaded control script to report PLAYING
+# How fast the state-age baseline may rise, s per s: the controller's clock may drift from this machine's by
+# far less (crystals: tens of ppm), a delay of the RTDE stream shows at once.
+STATE_AGE_DRIFT = 1e-3
 
 
 class DriverState(enum.Enum):
@@ -109,10 +118,6 @@ class DriverState(enum.Enum):
     FAULT = "FAULT"
     RECONNECTING = "RECONNECTING"
     STOPPED = "STOPPED"
-
-
-class ChunkRefused(ValueError):
-    """A chunk the driver will not execute in its current state; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,11 @@ class UrDriverConfig:
     watchdog_min_frequency: float = 10.0  # Hz: the controller stops the script when fed less often
     reconnect_backoff_min: float = 0.5  # s, wait after the first failed (re)connection, doubled up to max
     reconnect_backoff_max: float = 5.0
-    pose_history_s: float = 2.0  # s of measured poses kept: chunks from older images are refused
+    pose_history_s: float = 2.0  # s of measured poses kept to integrate chunks from their image's pose
+    base_frame: str = "base"  # frame the chunks must be in: the controller's base frame
     max_stamp_lead: float = 0.05  # s an image stamp may lead the driver clock before the clocks are doubted
+    max_command_age: float = 0.5  # s: refuse chunks from older images; halt once the newest is older
+    max_state_age: float = 0.03  # s: FAULT when the newest robot state is older (RTDE packets late or lost)
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, 1-99 (0: normal scheduling)
     commit_steps: int = 0  # a started chunk keeps control for this many steps (ChunkTimeline; 0: newest wins)
     limits: SafetyLimits = field(default_factory=SafetyLimits)
@@ -147,12 +155,20 @@ class UrDriverConfig:
             ("reconnect_backoff_max", self.reconnect_backoff_max, self.reconnect_backoff_min, 600.0),
             ("pose_history_s", self.pose_history_s, 0.1, 60.0),
             ("max_stamp_lead", self.max_stamp_lead, 0.0, 1.0),
+            ("max_command_age", self.max_command_age, 0.01, self.pose_history_s),
+            ("max_state_age", self.max_state_age, 0.002, 1.0),
             ("realtime_priority", self.realtime_priority, 0, 99),
             ("commit_steps", self.commit_steps, 0, 64),
         )
         for name, value, lo, hi in checks:
             if not (math.isfinite(value) and lo <= value <= hi):
                 raise ValueError(f"{name} must be within [{lo:g}, {hi:g}], got {value}")
+        if not self.base_frame:
+            raise ValueError("base_frame must name the controller's base frame")
+
+    @property
+    def rules(self) -> ChunkRules:
+        return ChunkRules(self.base_frame, self.max_stamp_lead, self.max_command_age)
 
 
 class RtdeConnection(Protocol):
@@ -204,6 +220,7 @@ class UrDriverStatus:
     measured_pose: np.ndarray | None  # (6,) actual TCP pose x, y, z, rx, ry, rz (base frame)
     measured_q: np.ndarray | None  # (6,) actual joint positions, rad
     measured_time: float  # driver clock time of that measurement
+    state_age: float  # s, how much later than usual the newest robot state arrived (NaN: not connected)
     chunks_accepted: int
     chunks_refused: int
     last_refusal: str
@@ -225,7 +242,8 @@ class UrController:
         self._on_cycle = on_cycle
         self._dt = 1.0 / config.frequency
         self._filter = SafetyFilter(config.limits, self._dt)
-        self._timeline = ChunkTimeline(config.limits, config.commit_steps)
+        self._timeline = ChunkTimeline(config.limits, config.commit_steps, config.rules)
+        self._state_age = StateAge()
         self._waypoints: list[tuple[TimedChunk, Waypoints]] = []  # of the chunks the timeline holds
         self._history: collections.deque[tuple[float, np.ndarray]] = collections.deque(
             maxlen=max(2, int(config.pose_history_s * config.frequency))
@@ -312,6 +330,7 @@ class UrController:
                 measured_pose=None if self._measured_pose is None else self._measured_pose.copy(),
                 measured_q=None if self._measured_q is None else self._measured_q.copy(),
                 measured_time=self._measured_time,
+                state_age=self._state_age.age if self._connected else math.nan,
                 chunks_accepted=self._accepted,
                 chunks_refused=self._refused,
                 last_refusal=self._last_refusal,
@@ -323,19 +342,15 @@ class UrController:
         with self._lock:
             if self._state is not DriverState.RUNNING:
                 raise ChunkRefused(f"driver is {self._state.value} ({self._reason}): chunk ignored")
-            if chunk.t0 > now + self.config.max_stamp_lead:
-                raise ChunkRefused(
-                    f"image stamp {chunk.t0:.3f} is {chunk.t0 - now:.3f} s ahead of the driver clock "
-                    "(do the camera and the driver use the same clock?)"
-                )
-            start = self._pose_at(chunk.t0)
+            checked = self._timeline.check(chunk, now)  # the rule every driver applies
+            start = self._pose_at(checked.t0)
             if start is None:
                 oldest = self._history[0][0] if self._history else math.nan
                 raise ChunkRefused(
                     f"no measured TCP pose at image stamp {chunk.t0:.3f} (history starts at {oldest:.3f}): "
-                    "the chunk is too old or its image precedes the last (re)connection"
+                    "its image precedes the last (re)connection"
                 )
-            held = self._timeline.add(chunk)  # safety.check_chunk; stamps must not go back
+            held = self._timeline.add(checked, now)
             waypoints = held.waypoints(start[:3], rotvec_to_matrix(start[3:]), self._gripper)
             # pruned here, at the policy's rate, not in the 500 Hz loop
             self._waypoints = [(c, w) for c, w in self._waypoints if c.t_end > now] + [(held, waypoints)]
@@ -390,6 +405,7 @@ class UrController:
             raise RuntimeError(f"RTDE receive interface could not reconnect to {cfg.robot_ip}")
         with self._lock:
             self._history.clear()
+        self._state_age.reset()
         self._measure(self._clock())
         log.info("connected to the UR controller at %s", cfg.robot_ip)
         fault = self._fault_reason(check_program=False)
@@ -478,10 +494,13 @@ class UrController:
     def _control(self, now: float) -> None:
         cfg = self.config
         with self._lock:
+            stale = self._timeline.stale_reason(now)
             chunk = self._timeline.chunk_at(now)  # also forgets chunks entirely in the past
             waypoints = next((w for c, w in self._waypoints if c is chunk), None)
-        target = waypoints.sample(now) if waypoints is not None else None
-        if target is None:
+        target = waypoints.sample(now) if waypoints is not None and stale is None else None
+        if stale is not None:
+            command = self._filter.halt(stale)
+        elif target is None:
             command = self._filter.step(None)
         else:
             command = self._filter.step(*self._wanted(waypoints, target, now))
@@ -533,6 +552,7 @@ class UrController:
     def _measure(self, now: float) -> None:
         pose = np.asarray(self._r.getActualTCPPose(), dtype=np.float64)
         q = np.asarray(self._r.getActualQ(), dtype=np.float64)
+        self._state_age.update(time.monotonic(), float(self._r.getTimestamp()))
         with self._lock:
             self._measured_pose, self._measured_q, self._measured_time = pose, q, now
             self._history.append((now, pose))
@@ -540,6 +560,11 @@ class UrController:
     def _fault_reason(self, check_program: bool) -> str | None:
         """Why the robot must not be commanded now (None: it may)."""
         r = self._r
+        if self._state_age.age > self.config.max_state_age:
+            return (
+                f"robot state {self._state_age.age * 1e3:.0f} ms late (max_state_age "
+                f"{self.config.max_state_age * 1e3:.0f} ms): RTDE packets delayed or lost"
+            )
         if r.isEmergencyStopped():
             return "emergency stop"
         if r.isProtectiveStopped():
@@ -629,6 +654,31 @@ class UrController:
                 self._connected = False
             self._answer_requests(False, f"driver stopped: {reason}")
             self._set_state(DriverState.STOPPED, reason)
+
+
+class StateAge:
+    """How late the newest robot state is: this machine's clock at reading minus the controller's timestamp of
+    the state, less the smallest such offset seen since the connection (the transport's own latency). The
+    baseline rises at STATE_AGE_DRIFT s/s so that clock drift is not taken for delay; a state that stops
+    changing (no packets) ages with the local clock. A stream already late when connecting sets a late
+    baseline: its delay shows only once it recovers or grows."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._baseline = math.inf
+        self._last_local = math.nan
+        self.age = 0.0
+
+    def update(self, local: float, controller_time: float) -> float:
+        offset = local - controller_time
+        if math.isfinite(self._last_local):
+            self._baseline += STATE_AGE_DRIFT * (local - self._last_local)
+        self._last_local = local
+        self._baseline = min(self._baseline, offset)
+        self.age = offset - self._baseline
+        return self.age
 
 
 def _closing_step(error: np.ndarray, dt: float, deceleration: float) -> np.ndarray:

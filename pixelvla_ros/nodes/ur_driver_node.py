@@ -1,11 +1,13 @@
 """`ros2 run pixelvla_ros ur_driver`: a Universal Robots arm through ur_rtde, a thin shell around the ROS-free
-control loop of pixelvla_ros.drivers.ur_controller (which runs in its own thread, never in a callback).
+control loop of pixelvla_ros.drivers.ur_controller, which runs in a supervised child process
+(pixelvla_ros.drivers.ur_process): a crash or hang of the ur_rtde client is RECONNECTING, never a dead node.
 
 DRY RUN BY DEFAULT (enable_actuation: false): only RTDE's receive interface is opened, so the arm never moves;
 everything else runs and is reported. Set enable_actuation:=true to command the arm.
 
-In:  /pixelvla/action_chunk (pixelvla_ros/ActionChunk, header.frame_id must be base_frame; malformed or
-     unsafe chunks are refused with a logged reason and counted, never executed).
+In:  /pixelvla/action_chunk (pixelvla_ros/ActionChunk, admitted by the rule every driver shares:
+     header.frame_id = base_frame, image stamp neither ahead of the clock nor older than max_command_age,
+     finite steps within the limits; a refused chunk is logged and counted, never executed).
 Out: /pixelvla/tcp_pose (geometry_msgs/PoseStamped, measured, base_frame), /joint_states (the six UR joints
      and a `gripper` joint whose position is the commanded closure in [0, 1]), /pixelvla/gripper_command
      (std_msgs/Float64, the rate-limited command for a separate gripper driver), /diagnostics (~2 Hz).
@@ -30,7 +32,8 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
 from pixelvla_ros import ur5e
-from pixelvla_ros.drivers.ur_controller import DriverState, UrController, UrDriverConfig, UrDriverStatus
+from pixelvla_ros.drivers.ur_controller import DriverState, UrDriverConfig, UrDriverStatus
+from pixelvla_ros.drivers.ur_process import UrControllerProcess
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.nodes.conversions import MessageError, chunk_from_msg, sec_to_stamp
 from pixelvla_ros.nodes.params import declare
@@ -62,7 +65,29 @@ PARAMETERS = (
         _CORE.enable_actuation,
         "false: dry run, RTDEControlInterface is never created and the arm never moves",
     ),
-    Param("base_frame", "base", "frame of the action chunks and of tcp_pose: the UR controller's base frame"),
+    Param(
+        "base_frame",
+        _CORE.base_frame,
+        "frame of the action chunks and of tcp_pose: the UR controller's base frame",
+    ),
+    Param(
+        "max_stamp_lead",
+        _CORE.max_stamp_lead,
+        "refuse chunks whose image stamp leads this node's clock by more, s",
+        floating=(0.0, 1.0),
+    ),
+    Param(
+        "max_command_age",
+        _CORE.max_command_age,
+        "refuse chunks from older images, and halt once the newest chunk's image is older, s",
+        floating=(0.01, 2.0),
+    ),
+    Param(
+        "max_state_age",
+        _CORE.max_state_age,
+        "FAULT when the robot state arrives later than usual by more (RTDE packets delayed or lost), s",
+        floating=(0.002, 1.0),
+    ),
     Param(
         "servo.lookahead_time",
         _CORE.lookahead_time,
@@ -187,7 +212,7 @@ def pose_msg(pose: np.ndarray, stamp: Time, frame_id: str) -> PoseStamped:
 class UrDriverNode(Node):
     def __init__(self) -> None:
         super().__init__("ur_driver")
-        self.driver: UrController | None = None  # a failed start (bad parameters) has none to stop
+        self.driver: UrControllerProcess | None = None  # a failed start (bad parameters) has none to stop
         p = {
             spec.name: declare(
                 self, spec.name, spec.default, spec.description, floating=spec.floating, integer=spec.integer
@@ -219,10 +244,14 @@ class UrDriverNode(Node):
             reconnect_backoff_max=p["reconnect.backoff_max"],
             realtime_priority=p["realtime_priority"],
             commit_steps=p["commit_steps"],
+            base_frame=p["base_frame"],
+            max_stamp_lead=p["max_stamp_lead"],
+            max_command_age=p["max_command_age"],
+            max_state_age=p["max_state_age"],
             limits=limits,
         )
         self.base_frame = p["base_frame"]
-        self.malformed = 0  # chunks refused here (unreadable message, wrong frame); the core counts the rest
+        self.malformed = 0  # chunks refused here (unreadable message); the core counts the rest
         self.last_refusal = ""
         self.pub_pose = self.create_publisher(PoseStamped, "/pixelvla/tcp_pose", 10)
         self.pub_joints = self.create_publisher(JointState, "/joint_states", 10)
@@ -239,7 +268,7 @@ class UrDriverNode(Node):
             self.get_logger().warn(
                 "dry run: no motion will be commanded (enable_actuation is false: RTDE receive only)"
             )
-        self.driver = UrController(config, clock=self.now_sec).start()
+        self.driver = UrControllerProcess(config, clock=self.now_sec).start()
         self.get_logger().info(
             f"UR driver for {config.robot_ip} at {config.frequency:g} Hz, actuation "
             f"{'ENABLED' if config.enable_actuation else 'disabled (dry run)'}"
@@ -251,12 +280,10 @@ class UrDriverNode(Node):
 
     def on_chunk(self, msg: ActionChunk) -> None:
         try:
-            if msg.header.frame_id != self.base_frame:
-                raise MessageError(
-                    f"chunk frame {msg.header.frame_id!r} is not the driver's base frame {self.base_frame!r}"
-                )
             self.driver.submit(chunk_from_msg(msg))
-        except ValueError as e:  # MessageError, or unsafe, out of order, driver not RUNNING (the core counts)
+        except (
+            ValueError
+        ) as e:  # MessageError, or refused by the core (ChunkRefused, UnsafeChunkError: counted)
             self.malformed += isinstance(e, MessageError)
             self.last_refusal = str(e)
             self.get_logger().error(
@@ -265,8 +292,11 @@ class UrDriverNode(Node):
 
     def on_rearm(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         response.success, response.message = self.driver.rearm()
-        log = self.get_logger().info if response.success else self.get_logger().error
-        log(f"re-arm {'succeeded' if response.success else 'refused'}: {response.message}")
+        # One call site per severity: rclpy refuses a logging call site whose severity changes between calls.
+        if response.success:
+            self.get_logger().info(f"re-arm succeeded: {response.message}")
+        else:
+            self.get_logger().error(f"re-arm refused: {response.message}")
         return response
 
     def publish_state(self) -> None:
@@ -308,6 +338,9 @@ class UrDriverNode(Node):
             ("cycles", str(s.cycles)),
             ("cycle_period_last_ms", f"{s.last_period * 1e3:.3f}"),
             ("cycle_period_p99_ms", f"{s.p99_period * 1e3:.3f}"),
+            ("state_age_ms", f"{s.state_age * 1e3:.1f}"),
+            ("rtde_process_pid", str(self.driver.pid)),
+            ("rtde_process_restarts", str(self.driver.restarts)),
             ("gripper_command", f"{s.gripper_command:.3f}"),
             ("chunks_accepted", str(s.chunks_accepted)),
             ("chunks_refused", str(s.chunks_refused + self.malformed)),

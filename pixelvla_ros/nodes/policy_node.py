@@ -181,6 +181,8 @@ class PolicyNode(Node):
         self.tcp_positions = StampedHistory()  # (3,) arrays
         self.grippers = StampedHistory()  # closure in [0, 1]
         self.topic_instruction = ""
+        self.arm_states_refused = 0
+        self.last_arm_state_refusal = ""
 
         self.task_active = False
         self.task_instruction = ""
@@ -258,12 +260,31 @@ class PolicyNode(Node):
     def on_tcp_pose(self, msg: PoseStamped) -> None:
         self.sensor_messages += 1
         p = msg.pose.position
-        self.tcp_positions.add(stamp_to_sec(msg.header.stamp), np.array([p.x, p.y, p.z]))
+        position = np.array([p.x, p.y, p.z])
+        if not np.all(np.isfinite(position)):
+            self.refuse_arm_state(f"tcp_pose position {position.tolist()} is not finite")
+            return
+        self.tcp_positions.add(stamp_to_sec(msg.header.stamp), position)
 
     def on_joint_state(self, msg: JointState) -> None:
         self.sensor_messages += 1
-        if "gripper" in msg.name and len(msg.position) == len(msg.name):
-            self.grippers.add(stamp_to_sec(msg.header.stamp), float(msg.position[msg.name.index("gripper")]))
+        if "gripper" not in msg.name:
+            return  # another publisher's joints (e.g. the arm alone)
+        if len(msg.position) != len(msg.name):
+            self.refuse_arm_state(f"joint_states has {len(msg.name)} names, {len(msg.position)} positions")
+            return
+        gripper = float(msg.position[msg.name.index("gripper")])
+        if not np.isfinite(gripper):
+            self.refuse_arm_state(f"gripper joint position {gripper} is not finite")
+            return
+        self.grippers.add(stamp_to_sec(msg.header.stamp), gripper)
+
+    def refuse_arm_state(self, reason: str) -> None:
+        """A malformed arm state is dropped (the frames pair with the valid states around it, or are refused
+        as too far from any): logged, counted in the diagnostics."""
+        self.arm_states_refused += 1
+        self.last_arm_state_refusal = reason
+        self.get_logger().error(f"arm state refused: {reason}", throttle_duration_sec=1.0)
 
     def on_prompt(self, msg: VisualPromptMsg) -> None:
         stamp = stamp_to_sec(msg.header.stamp)
@@ -508,6 +529,8 @@ class PolicyNode(Node):
             KeyValue(key="task_active", value=str(self.task_active)),
             KeyValue(key="chunks_published", value=str(self.published)),
             KeyValue(key="chunks_refused", value=str(self.refused)),
+            KeyValue(key="arm_states_refused", value=str(self.arm_states_refused)),
+            KeyValue(key="last_arm_state_refusal", value=self.last_arm_state_refusal),
             KeyValue(key="checkpoint", value=str(self.policy.checkpoint)),
             KeyValue(key="prompt_anchor", value=self.anchor_state()),
         ]

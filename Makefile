@@ -8,7 +8,7 @@ export MUJOCO_GL ?= egl
 export ROS_DOMAIN_ID ?= 42
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup build demo test lint format bench clean
+.PHONY: setup build demo test lint format bench reliability clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -35,6 +35,9 @@ bench: setup
 	$(PY) -m pixelvla_ros.bench.train_throughput
 	$(PY) -m pixelvla_ros.bench.e2e_latency
 	$(PY) -m pixelvla_ros.bench.rtde_jitter
+
+reliability: setup
+	$(PY) -m pixelvla_ros.reliability
 
 clean:
 	rm -rf build install log

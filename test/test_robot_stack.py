@@ -45,7 +45,8 @@ def test_robot_launch_nodes_drive_the_emulated_arm(tmp_path, ros_domain: int, ac
             ("sim_driver", ["-r", "/pixelvla/action_chunk:=/sim/action_chunk"]  # the camera only
              + ["-r", "/pixelvla/tcp_pose:=/sim/tcp_pose", "-r", "/joint_states:=/sim/joint_states"]),
             ("ur_driver", ["-p", f"robot_ip:={emu.host}", "-p", f"enable_actuation:={str(actuation).lower()}"]
-             + ["-p", "watchdog_min_frequency:=2.0"]),  # Python emulator + driver on 2 loaded cores
+             # Python emulator + driver on 2 loaded cores: a state 0.35 s late was seen as the stack started
+             + ["-p", "watchdog_min_frequency:=2.0", "-p", "max_state_age:=1.0"]),
             ("prompt_node", []),
             ("policy_node", ["-p", f"checkpoint:={checkpoint}"]),
         ]  # fmt: skip

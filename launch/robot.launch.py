@@ -5,8 +5,8 @@ ros2 launch pixelvla_ros robot.launch.py robot_ip:=192.168.1.10 image:=/camera/c
 
 DRY RUN BY DEFAULT: the driver computes and reports every command but sends no motion until
 enable_actuation:=true. Start a camera driver yourself (e.g. realsense2_camera); its optical frame's pose
-in the robot base frame goes into config/prompt_node.yaml (camera_pose_in_base, or it comes from tf2) and
-config/policy_node.yaml (camera_pose_in_base: the prompt anchor of checkpoints that use it).
+in the robot base frame goes into config/camera.yaml (camera_pose_in_base, read by prompt_node, which can
+take it from tf2 instead, and by policy_node for the prompt anchor of checkpoints that use it).
 Rehearse without a robot: README "UR driver" (ur_emulator + the simulator's camera).
 """
 
@@ -23,6 +23,8 @@ from launch import LaunchDescription
 
 def generate_launch_description() -> LaunchDescription:
     config = os.path.join(get_package_share_directory("pixelvla_ros"), "config")
+    # The calibration prompt_node and policy_node both read; after their own file (see config/camera.yaml).
+    camera = os.path.join(config, "camera.yaml")
     image, camera_info = LaunchConfiguration("image"), LaunchConfiguration("camera_info")
     camera_remaps = [("/camera/image_raw", image), ("/camera/camera_info", camera_info)]
     return LaunchDescription(
@@ -52,7 +54,7 @@ def generate_launch_description() -> LaunchDescription:
             Node(
                 package="pixelvla_ros",
                 executable="prompt_node",
-                parameters=[os.path.join(config, "prompt_node.yaml")],
+                parameters=[os.path.join(config, "prompt_node.yaml"), camera],
                 remappings=camera_remaps,
                 output="screen",
             ),
@@ -61,6 +63,7 @@ def generate_launch_description() -> LaunchDescription:
                 executable="policy_node",
                 parameters=[
                     os.path.join(config, "policy_node.yaml"),
+                    camera,
                     {"checkpoint": LaunchConfiguration("checkpoint")},
                 ],
                 remappings=camera_remaps,

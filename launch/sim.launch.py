@@ -21,6 +21,8 @@ from launch import LaunchDescription
 
 def generate_launch_description() -> LaunchDescription:
     config = os.path.join(get_package_share_directory("pixelvla_ros"), "config")
+    # The calibration prompt_node and policy_node both read; after their own file (see config/camera.yaml).
+    camera = os.path.join(config, "camera.yaml")
     return LaunchDescription(
         [
             DeclareLaunchArgument("episode", default_value="0", description="eval-split scene"),
@@ -39,7 +41,7 @@ def generate_launch_description() -> LaunchDescription:
             Node(
                 package="pixelvla_ros",
                 executable="prompt_node",
-                parameters=[os.path.join(config, "prompt_node.yaml")],
+                parameters=[os.path.join(config, "prompt_node.yaml"), camera],
                 output="screen",
             ),
             Node(
@@ -47,6 +49,7 @@ def generate_launch_description() -> LaunchDescription:
                 executable="policy_node",
                 parameters=[
                     os.path.join(config, "policy_node.yaml"),
+                    camera,
                     {"checkpoint": LaunchConfiguration("checkpoint")},
                 ],
                 output="screen",

@@ -1,11 +1,18 @@
-"""Timestamped action chunks -> the action (or TCP target) a driver should execute at a given time.
+"""The one chunk executor: timestamped action chunks -> the action (or TCP target) to execute at a given time.
 
 The ActionChunk message's contract: step k of a chunk covers [t0 + k * dt, t0 + (k + 1) * dt), where t0 is
 the stamp of the image the chunk was computed from. A driver asks for the action covering "now"; steps whose
 interval has passed are dropped (never executed late), and the newest chunk (by image stamp) wins where
-chunks overlap. With `commit_steps` > 0 a chunk, once started, keeps control for that many of its steps
-before a newer one takes over: the open-loop execution the policy was evaluated with (`evaluate
---execute-steps`), while the newer chunks still prove that the camera and the policy are alive (`newest()`).
+chunks overlap. A chunk, once started, keeps control for `commit_steps` of its steps before a newer one takes
+over (0: at once). The value comes with each chunk (`TimedChunk.commit_steps`: the checkpoint's, filled in by
+the policy node) unless the timeline overrides it; the newer chunks still prove that the camera and the policy
+are alive (`newest()`).
+
+Evaluation and the DAgger recorder execute chunks with the same object: control step n is time n * dt, a chunk
+predicted from the observation of step n has t0 = n * dt, and a new chunk is computed when `due` (none covers
+the step, or the one in control has run its committed steps). That executes the same actions as a driver that
+receives a chunk every period (test_chunk_timeline.py and test_chunk_execution.py check the two against each
+other).
 
 Every driver admits chunks through `ChunkTimeline.add` and so by one rule (`ChunkRules`): the chunk's frame
 must be the driver's base frame; its image stamp may lead the driver clock by at most `max_stamp_lead` (a
@@ -15,15 +22,15 @@ and stamps must not go back. Once the newest chunk held is older than `max_comma
 once (`stale_reason`): the camera or the policy has stopped. Used by the simulator driver (one action per
 control step) and by the UR driver (TCP waypoints interpolated at the robot's rate).
 
-    timeline = ChunkTimeline(limits, commit_steps=4, rules=ChunkRules(base_frame="base"))
-    timeline.add(TimedChunk(t0=stamp, dt=0.1, actions=chunk, frame_id="base"), now)  # ValueError: refused
+    timeline = ChunkTimeline(limits, rules=ChunkRules(base_frame="base"))  # commit_steps=N: override
+    timeline.add(TimedChunk(t0=stamp, dt=0.1, actions=chunk, commit_steps=4), now)  # ValueError: refused
     action = timeline.action_at(now)                            # (7,) or None: no motion
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,7 +38,11 @@ from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ROTATION, TRANSLATION
 from pixelvla_ros.safety import SafetyLimits, check_chunk
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
 
-__all__ = ["ChunkRefused", "ChunkRules", "ChunkTimeline", "TimedChunk", "Waypoints"]
+__all__ = ["ChunkRefused", "ChunkRules", "ChunkTimeline", "TimedChunk", "Waypoints", "commit_override"]
+
+# Steps a time may fall short of a step boundary and still count as on it: times computed as n * dt (an
+# evaluation's control steps) land a rounding error either side of the chunk's t0 + k * dt.
+_BOUNDARY_TOLERANCE = 1e-6
 
 
 class ChunkRefused(ValueError):
@@ -61,6 +72,7 @@ class TimedChunk:
     dt: float  # s per step
     actions: np.ndarray  # (N, 7) project action convention, base frame
     frame_id: str = "base"  # the frame of the actions (ActionChunk header.frame_id)
+    commit_steps: int = 0  # steps run, once started, before a newer chunk may take over (the checkpoint's)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.t0) and math.isfinite(self.dt) and self.dt > 0):
@@ -68,6 +80,8 @@ class TimedChunk:
         a = np.asarray(self.actions)
         if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != ACTION_DIM:
             raise ValueError(f"chunk actions must have shape (N >= 1, {ACTION_DIM}), got {a.shape}")
+        if self.commit_steps < 0:
+            raise ValueError(f"chunk commit_steps must be >= 0, got {self.commit_steps}")
 
     @property
     def t_end(self) -> float:
@@ -75,10 +89,10 @@ class TimedChunk:
         return self.t0 + len(self.actions) * self.dt
 
     def step_at(self, t: float) -> int | None:
-        """Index of the step whose interval contains t, or None."""
-        if not self.t0 <= t < self.t_end:
-            return None
-        return min(int((t - self.t0) / self.dt), len(self.actions) - 1)
+        """Index of the step whose interval contains t (a time within rounding of a step's start belongs to
+        that step), or None."""
+        k = math.floor((t - self.t0) / self.dt + _BOUNDARY_TOLERANCE)
+        return k if 0 <= k < len(self.actions) else None
 
     def waypoints(
         self, start_position: np.ndarray, start_rotation: np.ndarray, start_gripper: float
@@ -118,24 +132,38 @@ class Waypoints:
         return position, rotation, float(self.gripper[k + 1])
 
 
+def commit_override(override: int | None, chunk: TimedChunk) -> str | None:
+    """The line a driver logs when its commit_steps parameter overrides a chunk's own (None: it does not)."""
+    if override is None or override == chunk.commit_steps:
+        return None
+    return (
+        f"commit_steps {override} overrides the chunks' own {chunk.commit_steps} (how the checkpoint was "
+        f"evaluated): a started chunk keeps control for {override} steps"
+    )
+
+
 class ChunkTimeline:
     """The chunks a driver holds; the chunk in control at a time decides its action (module docstring)."""
 
     def __init__(
-        self, limits: SafetyLimits | None = None, commit_steps: int = 0, rules: ChunkRules | None = None
+        self,
+        limits: SafetyLimits | None = None,
+        commit_steps: int | None = None,
+        rules: ChunkRules | None = None,
     ) -> None:
-        if commit_steps < 0:
-            raise ValueError(f"commit_steps must be >= 0, got {commit_steps}")
+        """commit_steps: None executes each chunk by its own `commit_steps`; a number overrides them all."""
+        if commit_steps is not None and commit_steps < 0:
+            raise ValueError(f"commit_steps must be >= 0 (or None: each chunk's own), got {commit_steps}")
         self.limits = limits or SafetyLimits()
         self.rules = rules or ChunkRules()
-        self.commit_steps = int(commit_steps)
+        self.commit_steps = None if commit_steps is None else int(commit_steps)
         self._chunks: list[TimedChunk] = []  # oldest image stamp first
         self._current: TimedChunk | None = None  # the chunk in control
-        self._release_at = -math.inf  # when a newer chunk may take over from it
+        self._release_step = 0  # the step of the current chunk from which a newer chunk may take over
 
     def clear(self) -> None:
         self._chunks = []
-        self._current, self._release_at = None, -math.inf
+        self._current, self._release_step = None, 0
 
     def check(self, chunk: TimedChunk, now: float) -> TimedChunk:
         """The chunk as it would be held if it arrived at driver time `now`; raises ChunkRefused (frame,
@@ -160,7 +188,7 @@ class ChunkTimeline:
             raise ChunkRefused(
                 f"chunk from image stamp {chunk.t0:.3f} is older than {self._chunks[-1].t0:.3f}"
             )
-        return TimedChunk(chunk.t0, chunk.dt, actions, chunk.frame_id)
+        return replace(chunk, actions=actions)
 
     def add(self, chunk: TimedChunk, now: float) -> TimedChunk:
         """Admit a chunk arriving at driver time `now` (`check`) and return the copy held."""
@@ -182,20 +210,26 @@ class ChunkTimeline:
 
     def chunk_at(self, t: float) -> TimedChunk | None:
         """The chunk in control at t (None: no motion): the current one while it covers t and has run fewer
-        than `commit_steps` steps, else the newest chunk covering t. Times must not go back."""
+        than its committed steps, else the newest chunk covering t. Times must not go back."""
         self._chunks = [c for c in self._chunks if c.t_end > t]  # drop what is entirely in the past
         current = self._current
-        if current is not None and t < self._release_at and current.step_at(t) is not None:
+        if current is not None and (k := current.step_at(t)) is not None and k < self._release_step:
             return current
         for chunk in reversed(self._chunks):
             k = chunk.step_at(t)
             if k is not None:
                 if chunk is not current:
-                    self._current = chunk
-                    self._release_at = chunk.t0 + (k + self.commit_steps) * chunk.dt
+                    commit = chunk.commit_steps if self.commit_steps is None else self.commit_steps
+                    self._current, self._release_step = chunk, k + commit
                 return chunk
         self._current = None
         return None
+
+    def due(self, t: float) -> bool:
+        """Whether a newer chunk would take control at t: none covers t, or the one in control has run its
+        committed steps. Evaluation computes a new chunk exactly then (module docstring)."""
+        current = self.chunk_at(t)
+        return current is None or current.step_at(t) >= self._release_step
 
     def action_at(self, t: float) -> np.ndarray | None:
         """(7,) action of the chunk in control at t, or None (no motion)."""

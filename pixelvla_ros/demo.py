@@ -45,6 +45,12 @@ from pixelvla_ros.sim.tasks import TaskConfig
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines of a long-running command
 
 
+# Parameter files shared by several nodes (launch/*.launch.py pass the same): the camera calibration. They
+# hold `/**` sections and come after the node's own file: rcl applies the sections of the merged files in
+# the order their node names first appear, so a `/**` section first would let the node's own file override
+# what comes after it (launch arguments, -p).
+SHARED_CONFIG = {"prompt_node": ("camera.yaml",), "policy_node": ("camera.yaml",)}
+
 # An eval-split pick_prompted scene (held out from training) with two look-alikes: only the click names the
 # target. test/test_sim_stack.py checks the scene.
 DEFAULT_EPISODE = 6
@@ -59,13 +65,20 @@ def sim_stack(family: str, episode: int, checkpoint: str) -> list[tuple[str, lis
     ]
 
 
+def config_files(name: str) -> list[str]:
+    """The node's parameter files in config/, in the launch files' order: <name>.yaml, then shared ones."""
+    return [f"{name}.yaml", *SHARED_CONFIG.get(name, ())]
+
+
 def start_nodes(stack: list[tuple[str, list[str]]], log_dir: Path) -> list[subprocess.Popen]:
-    """One process per node, each with its config/<node>.yaml then `extra` ROS arguments, as launch does."""
+    """One process per node, each with its config files (config_files) then `extra` ROS arguments, as launch
+    does."""
     share = package_share()
     lib = share.parent.parent / "lib" / "pixelvla_ros"
     procs = []
     for name, extra in stack:
-        cmd = [str(lib / name), "--ros-args", "--params-file", str(share / "config" / f"{name}.yaml"), *extra]
+        params = [arg for f in config_files(name) for arg in ("--params-file", str(share / "config" / f))]
+        cmd = [str(lib / name), "--ros-args", *params, *extra]
         log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
     return procs

@@ -1,12 +1,13 @@
-"""The ROS-free policy runtime: one observation -> one checked action chunk, and chunks -> per-step actions.
+"""The ROS-free policy runtime: one observation -> one checked action chunk.
 
-Used unchanged by closed-loop evaluation (learning/evaluation) and the live ROS policy node.
+Used unchanged by closed-loop evaluation (learning/evaluation) and the live ROS policy node. Chunks are
+executed by chunk_timeline.ChunkTimeline, for the checkpoint's `commit_steps` each.
 
     policy = Policy.from_checkpoint("runs/ckpt")                 # (model, preprocessor) from one folder
     res = policy.predict_chunk(rgb, "pick up the red cube", [VisualPrompt.point([[40, 31]])], None, proprio)
     if res.valid:                                                  # res.actions: (N_c, 7) robot units
-        executor.add_chunk(res.actions, step)                      # else: no motion; the caller decides
-    action = executor.action(step)                                 # (7,) for this control step
+        timeline.add(TimedChunk(stamp, res.dt, res.actions, commit_steps=policy.commit_steps), now)
+    action = timeline.action_at(now)                               # (7,), or None: no motion
 
 `Policy.predict_chunk` never raises for a bad observation or a failing model: everything goes through
 the checkpoint's own Preprocessor (the one preprocessing path), and any error, a NaN, or a step beyond
@@ -23,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelvla_ros.action_space import ACTION_DIM, GRIPPER
+from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.preprocessing import Preprocessor
 from pixelvla_ros.prompts import VisualPrompt
 from pixelvla_ros.safety import SafetyLimits, UnsafeChunkError, check_chunk
 
-__all__ = ["ActionChunkResult", "ChunkExecutor", "Policy"]
+__all__ = ["ActionChunkResult", "Policy"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Policy:
         self.preprocessor = preprocessor
         self.limits = limits or SafetyLimits()
         self.chunk_size = int(preprocessor.config.action_space.chunk_size)
+        self.commit_steps = int(preprocessor.config.commit_steps)  # steps a started chunk runs (checkpoint)
         self.proprio_dim = int(preprocessor.config.proprio_dim)
         self.checkpoint: Path | None = None
 
@@ -123,82 +125,3 @@ class Policy:
     @staticmethod
     def _invalid(times: np.ndarray, latency: float, t0: float, reason: str) -> ActionChunkResult:
         return ActionChunkResult(None, times, latency, time.perf_counter() - t0, False, reason)
-
-
-class ChunkExecutor:
-    """Turns successive chunks into the action of each control step.
-
-    Open loop (default): the newest chunk is executed for `execute_steps` steps, then a new one is due.
-    Temporal ensembling (ACT, Zhao et al. 2023): every chunk that covers step t contributes its action
-    for t, weighted by exp(-k * i) with i = 0 for the oldest chunk; dims 0-5 are averaged and the
-    gripper average is binarized at `gripper_threshold`. A new chunk is due every `execute_steps` steps
-    (ACT queries every step: execute_steps=1).
-
-    Steps are integer control-step indices (the chunk's action k belongs to step `start + k`).
-    """
-
-    def __init__(
-        self,
-        chunk_size: int,
-        execute_steps: int | None = None,
-        ensemble: bool = False,
-        ensemble_k: float = 0.01,
-        gripper_threshold: float = 0.5,
-    ) -> None:
-        execute_steps = chunk_size if execute_steps is None else execute_steps
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        if not 1 <= execute_steps <= chunk_size:
-            raise ValueError(f"execute_steps must be in [1, chunk_size={chunk_size}], got {execute_steps}")
-        if not (np.isfinite(ensemble_k) and ensemble_k >= 0):
-            raise ValueError(f"ensemble_k must be a finite number >= 0, got {ensemble_k}")
-        self.chunk_size = int(chunk_size)
-        self.execute_steps = int(execute_steps)
-        self.ensemble = bool(ensemble)
-        self.ensemble_k = float(ensemble_k)
-        self.gripper_threshold = float(gripper_threshold)
-        self.reset()
-
-    def reset(self) -> None:
-        self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, (N_c, 7)), oldest first
-        self._last_query: int | None = None
-
-    def needs_query(self, step: int) -> bool:
-        """Whether a new chunk must be predicted (from the observation of `step`) before acting."""
-        if self._last_query is None or not self._covering(step):
-            return True
-        return step - self._last_query >= self.execute_steps
-
-    def add_chunk(self, actions: np.ndarray, step: int) -> None:
-        """Add a valid (N_c, 7) chunk predicted from the observation of control step `step`."""
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != (self.chunk_size, ACTION_DIM):
-            raise ValueError(f"chunk must have shape ({self.chunk_size}, {ACTION_DIM}), got {a.shape}")
-        if self._last_query is not None and step < self._last_query:
-            raise ValueError(f"chunk step {step} is older than the previous chunk's step {self._last_query}")
-        self._last_query = int(step)
-        if not self.ensemble:
-            self._chunks = []
-        self._chunks.append((int(step), a))
-
-    def skip_query(self, step: int) -> None:
-        """Record that a query at `step` gave no valid chunk: older chunks still cover later steps."""
-        self._last_query = int(step)
-
-    def _covering(self, step: int) -> list[tuple[int, np.ndarray]]:
-        return [(s, a) for s, a in self._chunks if s <= step < s + self.chunk_size]
-
-    def action(self, step: int) -> np.ndarray | None:
-        """(7,) action for control step `step`, or None when no chunk covers it (then: no motion)."""
-        self._chunks = [(s, a) for s, a in self._chunks if step < s + self.chunk_size]  # drop the past
-        cover = self._covering(step)
-        if not cover:
-            return None
-        if not self.ensemble:
-            s, a = cover[-1]
-            return a[step - s].copy()
-        rows = np.stack([a[step - s] for s, a in cover])  # (n, 7), oldest first
-        w = np.exp(-self.ensemble_k * np.arange(len(rows)))  # (n,)
-        out = (w[:, None] * rows).sum(axis=0) / w.sum()
-        out[GRIPPER] = float(out[GRIPPER] >= self.gripper_threshold)
-        return out

@@ -21,16 +21,14 @@ import torch.nn.functional as F
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER, ActionSpace
 from pixelvla_ros.camera import CameraModel
-from pixelvla_ros.model.config import PixelVLAConfig, TokenizerConfig
-from pixelvla_ros.model.inputs import ANCHOR_DIM, ModelInputs
+from pixelvla_ros.model.config import PixelVLAConfig, TokenizerConfig, drop_retired
+from pixelvla_ros.model.inputs import ANCHOR_DIM, ModelInputs, collate_prompts, resize_mask
 from pixelvla_ros.model.tokenizer import load_tokenizer
 from pixelvla_ros.prompts import (
     PixelVLAInputError,
     PromptSlots,
     VisualPrompt,
-    collate_prompts,
     describe_prompts,
-    resize_mask,
     validate_mask,
 )
 
@@ -111,6 +109,9 @@ def prompt_anchor_pixel(
     return None
 
 
+RETIRED_PREPROCESS_KNOBS: dict[str, Any] = {"proprio_hidden_dims": []}  # model.config.drop_retired
+
+
 @dataclass
 class PreprocessConfig:
     image_size: int
@@ -121,19 +122,17 @@ class PreprocessConfig:
     action_stats: NormStats  # 7 dims; the gripper entry is stored but not used (gripper not normalized)
     proprio_dim: int = 0
     proprio_stats: NormStats | None = None
-    # Proprio entries the model is not shown: set to 0 (mid-range once normalized). Hiding the TCP's
-    # position leaves the image to say where the gripper is (the tiny policy did not learn to read it:
-    # stages I-K in checkpoints/tiny/README.md). Set by training's data.proprio_hidden_dims; the checkpoint
-    # carries it, so evaluation and the live node hide the same entries.
-    proprio_hidden_dims: tuple[int, ...] = ()
     # The prompt anchor (PixelVLAConfig.prompt_anchor): the prompt's pixel (prompt_anchor_pixel) cast
     # through the camera calibration onto the horizontal plane z = anchor_plane_z of the base frame, minus
     # the TCP. The pixel alone leaves the target's depth to a guess at the camera's pose from a 64 px image
-    # (checkpoints/tiny/README.md: stage D picks 90/120 with the simulator's camera pose jitter, 110/120
-    # without). 0.02 m: the centre height of the simulator's objects above the table (z = 0).
+    # (docs/experiments.md, stage L). 0.02 m: the centre height of the simulator's objects above the table.
     prompt_anchor: bool = False
     anchor_plane_z: float = 0.02
     gripper_threshold: float = 0.5
+    # Chunk execution (chunk_timeline.ChunkTimeline, one step per action_space.dt): a started chunk runs this
+    # many steps before a newer one takes over; evaluation and the live stack execute chunks so. None: half
+    # the chunk, the 4 of 8 steps the packaged checkpoint was evaluated with before the entry existed.
+    commit_steps: int | None = None
     template: str = "What should the robot do to {task}, refer to {refs}?"
     template_no_refs: str = "What should the robot do to {task}?"
     template_no_task: str = "What should the robot do, refer to {refs}?"
@@ -144,14 +143,13 @@ class PreprocessConfig:
             raise ValueError(f"action_stats need {ACTION_DIM} dims, got {len(self.action_stats.q01)}")
         if self.proprio_stats is not None and len(self.proprio_stats.q01) != self.proprio_dim:
             raise ValueError(f"proprio_stats need {self.proprio_dim} dims, got {len(self.proprio_stats.q01)}")
-        self.proprio_hidden_dims = tuple(int(i) for i in self.proprio_hidden_dims)
-        if any(not 0 <= i < self.proprio_dim for i in self.proprio_hidden_dims):
-            raise ValueError(
-                f"proprio_hidden_dims {list(self.proprio_hidden_dims)} must index the proprio vector "
-                f"(0..{self.proprio_dim - 1})"
-            )
         if not 0 < self.gripper_threshold < 1:
             raise ValueError("gripper_threshold must be in (0, 1)")
+        chunk = self.action_space.chunk_size
+        if self.commit_steps is None:
+            self.commit_steps = max(1, chunk // 2)
+        if not 1 <= self.commit_steps <= chunk:
+            raise ValueError(f"commit_steps must be in [1, chunk_size={chunk}], got {self.commit_steps}")
 
     @classmethod
     def for_model(
@@ -207,12 +205,13 @@ class PreprocessConfig:
         d["action_space"] = self.action_space.to_dict()
         d["action_stats"] = dict(self.action_stats.__dict__)
         d["proprio_stats"] = None if self.proprio_stats is None else dict(self.proprio_stats.__dict__)
-        d["proprio_hidden_dims"] = list(self.proprio_hidden_dims)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
-        d = dict(d)
+        """Rebuild from to_dict() output; a retired knob at its old "off" value is dropped, at any other
+        value refused (drop_retired)."""
+        d = drop_retired(d, RETIRED_PREPROCESS_KNOBS, "checkpoint")
         for key in ("image_size", "tokenizer", "slots", "max_object_masks", "action_space", "action_stats"):
             if key not in d:
                 raise ValueError(f"preprocessing config lacks {key!r}")
@@ -366,8 +365,7 @@ class Preprocessor:
             raise PixelVLAInputError(f"proprio must have shape ({c.proprio_dim},), got {p.shape}")
         if not np.all(np.isfinite(p)):
             raise PixelVLAInputError(f"proprio contains NaN or inf: {p.tolist()}")
-        p = c.proprio_stats.normalize(p, clip=False) if c.proprio_stats else p.copy()
-        p[list(c.proprio_hidden_dims)] = 0.0
+        p = c.proprio_stats.normalize(p, clip=False) if c.proprio_stats else p
         return p.astype(np.float32)
 
     # --- actions ---------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Visual prompt types shared by the model, the annotation pipeline and the ROS nodes.
 
-Plain types: numpy in, tensors out. Coordinates are float pixel coordinates of the image the prompt was
-drawn on, x = column, y = row, in the convention of OpenCV and sensor_msgs/CameraInfo: integer
-coordinates are pixel centres, so the image of width W spans -0.5 <= x <= W - 0.5.
+Plain types: numpy only, no torch, so that processes which do not run the model (the drivers, the prompt
+node) can use them. Coordinates are float pixel coordinates of the image the prompt was drawn on,
+x = column, y = row, in the convention of OpenCV and sensor_msgs/CameraInfo: integer coordinates are pixel
+centres, so the image of width W spans -0.5 <= x <= W - 0.5.
 
 A prompt is one of:
   point  points (N, 2), labels (N,)   N separate clicks; each point is one slot (a "set" of points)
@@ -11,8 +12,8 @@ A prompt is one of:
   mask   mask (H, W) bool, labels (1,)
 Labels: 1 = positive (the object), 0 = negative (not the object), as in SAM.
 
-`collate_prompts` turns a list (over the batch) of lists of prompts into fixed-slot tensors with a
-validity mask, coordinates normalized to [0, 1] by the image size.
+`PromptSlots` says how many prompts of each kind the model takes; pixelvla_ros.model.inputs.collate_prompts
+turns a batch of prompt lists into the model's fixed-slot tensors.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 POINT, LINE, BOX, MASK = "point", "line", "box", "mask"
 PROMPT_KINDS = (POINT, LINE, BOX, MASK)
@@ -144,18 +143,6 @@ def resample_polyline(points: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.interp(t, s, points[:, 0]), np.interp(t, s, points[:, 1])], axis=1)
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) bool -> (h, w) float coverage in [0, 1] (area average: a small object never vanishes)."""
-    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]  # (1, 1, H, W)
-    if tuple(m.shape[-2:]) == tuple(size):
-        return m[0, 0]
-    if size[0] <= m.shape[-2] and size[1] <= m.shape[-1]:
-        out = F.adaptive_avg_pool2d(m, size)  # exact pixel coverage of each output cell
-    else:
-        out = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-    return out[0, 0].clamp_(0.0, 1.0)
-
-
 @dataclass
 class PromptSlots:
     """How many slots each prompt kind gets in the model (fixed; the rest is padding)."""
@@ -165,110 +152,6 @@ class PromptSlots:
     line_points: int = 4  # K
     max_boxes: int = 1
     max_masks: int = 1
-
-
-@dataclass
-class PromptTensors:
-    """Fixed-slot prompt tensors for a batch of B examples. Coordinates normalized to [0, 1] (x, y)."""
-
-    point_xy: torch.Tensor  # (B, P, 2) float
-    point_label: torch.Tensor  # (B, P) long
-    point_valid: torch.Tensor  # (B, P) bool
-    line_xy: torch.Tensor  # (B, L, K, 2)
-    line_label: torch.Tensor  # (B, L)
-    line_valid: torch.Tensor  # (B, L)
-    box_xy: torch.Tensor  # (B, Bx, 2, 2)  [top-left, bottom-right]
-    box_label: torch.Tensor  # (B, Bx)
-    box_valid: torch.Tensor  # (B, Bx)
-    mask: torch.Tensor  # (B, M, H, W) float in [0, 1], at the model's image size
-    mask_label: torch.Tensor  # (B, M)
-    mask_valid: torch.Tensor  # (B, M)
-
-    def to(self, device: torch.device | str) -> PromptTensors:
-        return PromptTensors(**{k: v.to(device) for k, v in self.__dict__.items()})
-
-    @property
-    def batch_size(self) -> int:
-        return self.point_xy.shape[0]
-
-    @staticmethod
-    def empty(batch: int, slots: PromptSlots, image_hw: tuple[int, int]) -> PromptTensors:
-        return collate_prompts([[] for _ in range(batch)], [image_hw] * batch, slots, image_hw)
-
-
-def collate_prompts(
-    prompts: Sequence[Sequence[VisualPrompt]],
-    source_hw: Sequence[tuple[int, int]],
-    slots: PromptSlots,
-    model_hw: tuple[int, int],
-) -> PromptTensors:
-    """Batch prompts into fixed slots.
-
-    prompts[b] are the prompts of example b, drawn on an image of size source_hw[b] = (H, W); masks are
-    resized to model_hw. Too many prompts of a kind, or a prompt outside its image, raises
-    PixelVLAInputError.
-    """
-    bsz = len(prompts)
-    if len(source_hw) != bsz:
-        raise PixelVLAInputError(f"{bsz} prompt lists but {len(source_hw)} image sizes")
-    P, L, K, NB, M = slots.max_points, slots.max_lines, slots.line_points, slots.max_boxes, slots.max_masks
-    point_xy, point_label = torch.zeros(bsz, P, 2), torch.zeros(bsz, P, dtype=torch.long)
-    line_xy, line_label = torch.zeros(bsz, L, K, 2), torch.zeros(bsz, L, dtype=torch.long)
-    box_xy, box_label = torch.zeros(bsz, NB, 2, 2), torch.zeros(bsz, NB, dtype=torch.long)
-    mask, mask_label = torch.zeros(bsz, M, *model_hw), torch.zeros(bsz, M, dtype=torch.long)
-    point_valid = torch.zeros(bsz, P, dtype=torch.bool)
-    line_valid = torch.zeros(bsz, L, dtype=torch.bool)
-    box_valid = torch.zeros(bsz, NB, dtype=torch.bool)
-    mask_valid = torch.zeros(bsz, M, dtype=torch.bool)
-    for b, (plist, (h, w)) in enumerate(zip(prompts, source_hw, strict=True)):
-        scale = np.asarray([w, h], dtype=np.float64)
-        n_pt = n_ln = n_bx = n_mk = 0
-        for p in plist:
-            if not isinstance(p, VisualPrompt):
-                raise PixelVLAInputError(f"expected VisualPrompt, got {type(p).__name__}")
-            p.check_inside(h, w)
-            if p.kind == POINT:
-                n = p.points.shape[0]
-                if n_pt + n > P:
-                    raise PixelVLAInputError(f"at most {P} points per example, got {n_pt + n}")
-                point_xy[b, n_pt : n_pt + n] = torch.from_numpy(to_unit_square(p.points, scale)).float()
-                point_label[b, n_pt : n_pt + n] = torch.from_numpy(p.labels)
-                point_valid[b, n_pt : n_pt + n] = True
-                n_pt += n
-            elif p.kind == LINE:
-                if n_ln >= L:
-                    raise PixelVLAInputError(f"at most {L} line prompts per example, got more")
-                line_xy[b, n_ln] = torch.from_numpy(
-                    to_unit_square(resample_polyline(p.points, K), scale)
-                ).float()
-                line_label[b, n_ln], line_valid[b, n_ln] = int(p.labels[0]), True
-                n_ln += 1
-            elif p.kind == BOX:
-                if n_bx >= NB:
-                    raise PixelVLAInputError(f"at most {NB} box prompts per example, got more")
-                box_xy[b, n_bx] = torch.from_numpy(to_unit_square(p.points, scale)).float()
-                box_label[b, n_bx], box_valid[b, n_bx] = int(p.labels[0]), True
-                n_bx += 1
-            else:
-                if n_mk >= M:
-                    raise PixelVLAInputError(f"at most {M} mask prompts per example, got more")
-                mask[b, n_mk] = resize_mask(p.mask, model_hw)
-                mask_label[b, n_mk], mask_valid[b, n_mk] = int(p.labels[0]), True
-                n_mk += 1
-    return PromptTensors(
-        point_xy,
-        point_label,
-        point_valid,
-        line_xy,
-        line_label,
-        line_valid,
-        box_xy,
-        box_label,
-        box_valid,
-        mask,
-        mask_label,
-        mask_valid,
-    )
 
 
 def describe_prompts(prompts: Sequence[VisualPrompt]) -> list[str]:

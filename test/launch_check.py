@@ -42,3 +42,38 @@ def check_launch_file(path: Path) -> list[str]:
             if node.value.endswith((".yaml", ".rviz")) and Path(node.value).name not in shipped:
                 problems.append(f"names {node.value!r}, which is not in config/ or launch/")
     return problems
+
+
+def _yaml_names(tree: ast.AST) -> list[str]:
+    return [
+        Path(n.value).name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(".yaml")
+    ]
+
+
+def node_config_files(path: Path) -> dict[str, list[str]]:
+    """For each Node(package="pixelvla_ros") of a launch file: executable -> the names of the .yaml files
+    in its `parameters`, in order (a variable assigned one file's path counts as that file)."""
+    tree = ast.parse(path.read_text(), str(path))
+    variables = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            files = _yaml_names(node.value)
+            if len(files) == 1:
+                variables[node.targets[0].id] = files[0]
+    found = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Node"):
+            continue
+        if _keyword(node, "package") != "pixelvla_ros":
+            continue
+        params = next((k.value for k in node.keywords if k.arg == "parameters"), None)
+        files = []
+        for item in params.elts if isinstance(params, ast.List) else []:
+            if isinstance(item, ast.Name) and item.id in variables:
+                files.append(variables[item.id])
+            else:
+                files += _yaml_names(item)
+        found[_keyword(node, "executable")] = files
+    return found

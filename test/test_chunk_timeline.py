@@ -1,12 +1,13 @@
-"""ChunkTimeline: which action covers a time, dropping the past, newest chunk wins (once a started one has
-run its committed steps); TCP waypoints."""
+"""ChunkTimeline, the one chunk executor: which action covers a time, dropping the past, newest chunk wins
+(once a started one has run its committed steps, the chunk's own or the timeline's override); when evaluation
+computes a new chunk (`due`), and that it executes what a driver fed every period does; TCP waypoints."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pixelvla_ros.chunk_timeline import ChunkRefused, ChunkRules, ChunkTimeline, TimedChunk
+from pixelvla_ros.chunk_timeline import ChunkRefused, ChunkRules, ChunkTimeline, TimedChunk, commit_override
 from pixelvla_ros.safety import UnsafeChunkError
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
 
@@ -68,6 +69,88 @@ def test_commitment_ends_with_the_chunk_and_on_clear() -> None:
     assert tl.action_at(10.35)[0] == pytest.approx(0.03)
     with pytest.raises(ValueError, match="commit_steps"):
         ChunkTimeline(commit_steps=-1)
+    with pytest.raises(ValueError, match="commit_steps"):
+        TimedChunk(10.0, 0.1, np.zeros((2, 7)), commit_steps=-1)
+
+
+def test_a_chunk_runs_its_own_commit_steps_unless_the_timeline_overrides_them() -> None:
+    """The policy node sends the checkpoint's commit_steps with each chunk; a driver parameter overrides."""
+
+    def executed(timeline: ChunkTimeline, own: int) -> list[int]:
+        frames = []
+        for n in range(5):
+            t = 10.0 + 0.1 * n
+            c = chunk(t, n=8, dx=0.001 * (n + 1))
+            timeline.add(TimedChunk(c.t0, c.dt, c.actions, commit_steps=own), t)
+            frames.append(round(timeline.action_at(t + 0.05)[0] * 1000) - 1)  # the frame whose chunk acts
+        return frames
+
+    assert executed(ChunkTimeline(), own=2) == [0, 0, 2, 2, 4]
+    assert executed(ChunkTimeline(commit_steps=3), own=2) == [0, 0, 0, 3, 3]
+    assert executed(ChunkTimeline(commit_steps=0), own=2) == [0, 1, 2, 3, 4]
+    c = TimedChunk(0.0, 0.1, np.zeros((2, 7)), commit_steps=4)
+    assert commit_override(None, c) is None and commit_override(4, c) is None
+    assert "commit_steps 1 overrides the chunks' own 4" in commit_override(1, c)
+
+
+def test_evaluation_asks_for_a_new_chunk_when_the_one_in_control_has_run_its_steps() -> None:
+    """Evaluation: control step n is time n * dt; a chunk is computed when `due`, from the step it is for."""
+    tl = ChunkTimeline(commit_steps=3)
+    assert tl.due(0.0)
+    tl.add(chunk(0.0, dx=0.01), 0.0)
+    got = []
+    for n in range(3):
+        assert not tl.due(0.1 * n)
+        got.append(round(tl.action_at(0.1 * n)[1] * 1000))
+    assert got == [0, 1, 2]
+    assert tl.due(0.1 * 3)
+    tl.add(chunk(0.1 * 3, dx=0.02), 0.1 * 3)
+    assert [tl.action_at(0.1 * n)[0] for n in (3, 4, 5)] == pytest.approx([0.02] * 3)
+
+
+def test_a_failed_query_leaves_the_chunk_in_control_running_and_is_repeated() -> None:
+    """No valid chunk at a due step: the chunk in control goes on while it covers the steps, a new one is
+    asked for every step (as the live policy node keeps publishing), and no chunk at all means no motion."""
+    tl = ChunkTimeline(commit_steps=2)
+    tl.add(chunk(0.0), 0.0)
+    assert round(tl.action_at(0.0)[1] * 1000) == 0
+    assert not tl.due(0.1) and round(tl.action_at(0.1)[1] * 1000) == 1
+    assert tl.due(0.2)  # the query at step 2 gives no valid chunk: nothing added
+    assert round(tl.action_at(0.2)[1] * 1000) == 2
+    assert tl.due(0.1 * 3) and round(tl.action_at(0.1 * 3)[1] * 1000) == 3
+    assert tl.due(0.1 * 4) and tl.action_at(0.1 * 4) is None  # nothing left: the caller holds still
+
+
+@pytest.mark.parametrize("commit_steps", range(9))
+def test_evaluation_and_a_driver_fed_every_period_execute_the_same_actions(commit_steps: int) -> None:
+    """The same chunks (the one of step n computed from step n's frame): evaluation computes one only when
+    `due`; a driver receives one every period and acts an actuation delay after its frame."""
+    dt, steps = 0.1, 30
+
+    def chunk_of(n: int) -> TimedChunk:
+        a = np.zeros((8, 7))
+        a[:, 0], a[:, 1] = n * 1e-3, np.arange(8) * 1e-3  # (frame, step) of each action, mm
+        return TimedChunk(n * dt, dt, a, commit_steps=commit_steps)
+
+    evaluation, queries, by_evaluation = ChunkTimeline(), [], []
+    for n in range(steps):
+        if evaluation.due(n * dt):
+            queries.append(n)
+            evaluation.add(chunk_of(n), n * dt)
+        by_evaluation.append(tuple(np.round(evaluation.action_at(n * dt)[:2] * 1000)))
+    driver, by_driver = ChunkTimeline(), []
+    for n in range(steps):
+        driver.add(chunk_of(n), n * dt + 0.03)  # arrives after inference
+        by_driver.append(tuple(np.round(driver.action_at(n * dt + 0.05)[:2] * 1000)))
+    assert by_evaluation == by_driver
+    assert queries == list(range(0, steps, max(commit_steps, 1)))
+
+
+def test_control_steps_on_chunk_step_boundaries_despite_rounding() -> None:
+    """n * dt and t0 + k * dt differ by rounding errors; the step is still n - m, never one early."""
+    for m in range(0, 200, 7):
+        c = TimedChunk(m * 0.1, 0.1, np.zeros((8, 7)))
+        assert [c.step_at(n * 0.1) for n in range(m - 1, m + 9)] == [None, *range(8), None]
 
 
 def test_without_commitment_a_newer_chunk_takes_over_mid_step() -> None:

@@ -1,6 +1,6 @@
 """Click geometry with the simulator's real camera: 3D clicks land on the clicked object's pixels, refusals
 carry their reason (a point off the work surface too), the static camera pose parameter parses and matches
-config/prompt_node.yaml."""
+config/camera.yaml."""
 
 from __future__ import annotations
 
@@ -201,13 +201,11 @@ def test_pose_parameter_parsing() -> None:
 
 
 def test_yaml_camera_pose_is_the_simulators(scene: SimpleNamespace) -> None:
-    params = yaml.safe_load((ROOT / "config" / "prompt_node.yaml").read_text())["prompt_node"][
-        "ros__parameters"
-    ]
+    camera = yaml.safe_load((ROOT / "config" / "camera.yaml").read_text())["/**"]["ros__parameters"]
     np.testing.assert_allclose(
-        pose_to_matrix(params["camera_pose_in_base"]), scene.camera.T_base_camera, atol=1e-6
+        pose_to_matrix(camera["camera_pose_in_base"]), scene.camera.T_base_camera, atol=1e-6
     )
-    assert params["base_frame"] == FRAME_BASE  # the frame of the actions, the TCP pose and the clicks
+    assert PARAMS["base_frame"] == FRAME_BASE  # the frame of the actions, the TCP pose and the clicks
 
 
 def test_click_region_and_viewing_ray(scene: SimpleNamespace) -> None:

@@ -53,6 +53,7 @@ def test_end_to_end_tiny_checkpoint(checkpoint, tmp_path, capsys) -> None:
     assert s["split"] == "eval" and s["indices"] == [3] and s["seeds"] == [episode_seed("eval", 3)]
     assert all(split_of_seed(x) == "eval" for x in s["seeds"])
     assert s["camera_calibration"] is True  # --uncalibrated: False, the policy gets no camera
+    assert s["execute_steps"] == 2  # no --execute-steps: the checkpoint's commit_steps (half its 4 steps)
     assert [(c["family"], c["mode"]) for c in report["cells"]] == [
         ("pick_named", "text"),
         ("pick_named", "text_point"),
@@ -178,9 +179,8 @@ def test_incomplete_checkpoint_and_execute_steps(checkpoint, tmp_path, capsys) -
     assert "--execute-steps must be in [1, 4]" in capsys.readouterr().err
 
 
-def test_probe_reads_the_proprio_response_and_the_grasp_offset_error(tmp_path) -> None:
+def test_probe_reads_the_proprio_and_servo_responses() -> None:
     from learning.evaluation.probe import probe
-    from pixelvla_ros.model import load_checkpoint
     from pixelvla_ros.policy import Policy
 
     root = Path(__file__).resolve().parents[1]
@@ -188,15 +188,8 @@ def test_probe_reads_the_proprio_response_and_the_grasp_offset_error(tmp_path) -
     medians = probe(packaged, ["pick_named"], start=100, episodes=2, shift=0.03, execute_steps=4)
     assert set(medians) == {"first frame", "approach", "descend"}
     responses = {f"{kind}_response_{axis}" for kind in ("proprio", "servo") for axis in "xy"}
-    assert set(medians["approach"]) == responses  # no grasp-offset head
+    assert set(medians["approach"]) == responses
     # the packaged policy reads its proprio position during the approach: the shift reaches the model,
     # and so does moving the arm itself (proprio and image)
     assert abs(medians["approach"]["proprio_response_x"]) > 0.1
     assert abs(medians["approach"]["servo_response_x"]) > 0.1
-    # with a (fresh) grasp-offset head the probe also measures how far off the head is
-    model, pre = load_checkpoint(
-        root / "checkpoints" / "tiny", config_changes={"action.grasp_offset_head": True}
-    )
-    save_checkpoint(model, pre, tmp_path / "with_head")
-    medians = probe(Policy.from_checkpoint(tmp_path / "with_head"), ["pick_named"], 100, 1, 0.03, 4)
-    assert all(0 <= m["grasp_offset_error_m"] < 1 for m in medians.values())

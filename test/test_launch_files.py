@@ -9,7 +9,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from launch_check import ROOT, check_launch_file, executables
+import yaml
+from launch_check import ROOT, check_launch_file, executables, node_config_files
+
+from pixelvla_ros.demo import config_files
 
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 
@@ -40,3 +43,26 @@ def test_launch_file(path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.generate_launch_description(), LaunchDescription)
+
+
+def test_launch_files_pass_the_config_files_demo_passes() -> None:
+    """Each node gets the same parameter files, in the same order, from launch and from `demo`
+    (demo.start_nodes): its own config/<node>.yaml, then the shared camera.yaml."""
+    checked = set()
+    for path in LAUNCH_FILES:
+        for executable, files in node_config_files(path).items():
+            assert files == config_files(executable), f"{path.name}: {executable} gets {files}"
+            checked.add(executable)
+    assert {"prompt_node", "policy_node", "sim_driver", "ur_driver"} <= checked
+
+
+def test_the_camera_calibration_is_in_one_config_file() -> None:
+    """camera_pose_in_base, which prompt_node and policy_node both read, is set in config/camera.yaml only."""
+    setting = [
+        path.name
+        for path in sorted((ROOT / "config").glob("*.yaml"))
+        for section in (yaml.safe_load(path.read_text()) or {}).values()
+        if isinstance(section, dict) and "camera_pose_in_base" in section.get("ros__parameters", {})
+    ]
+    assert setting == ["camera.yaml"]
+    assert config_files("prompt_node")[-1] == config_files("policy_node")[-1] == "camera.yaml"

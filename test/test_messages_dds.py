@@ -28,6 +28,7 @@ PUBLISHER = textwrap.dedent(
     chunk.header.stamp = Time(sec=12, nanosec=500)
     chunk.source_image_stamp = Time(sec=11, nanosec=900_000_000)
     chunk.dt = 0.1
+    chunk.commit_steps = 4
     chunk.translation = [Vector3(x=0.01 * k, y=-0.02, z=0.003) for k in range(8)]
     chunk.rotation = [Vector3(x=0.0, y=0.0, z=0.05 * k) for k in range(8)]
     chunk.gripper = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
@@ -74,7 +75,7 @@ def test_custom_messages_round_trip_between_processes(ros_domain: int) -> None:
     chunk = received["chunk"]
     assert chunk.header.frame_id == "base_link"
     assert (chunk.source_image_stamp.sec, chunk.source_image_stamp.nanosec) == (11, 900_000_000)
-    assert chunk.dt == pytest.approx(0.1)
+    assert chunk.dt == pytest.approx(0.1) and chunk.commit_steps == 4
     assert len(chunk.translation) == len(chunk.rotation) == len(chunk.gripper) == 8
     assert chunk.translation[3].x == pytest.approx(0.03)
     assert chunk.rotation[7].z == pytest.approx(0.35)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def saved(tmp_path_factory):
 
 
 def test_config_json_roundtrip():
-    for cfg in (tiny_config(), config_7b(), micro_config(slot_layout="per_dim")):
+    for cfg in (tiny_config(), config_7b(), micro_config()):
         again = PixelVLAConfig.from_json(cfg.to_json())
         assert again == cfg
     with pytest.raises(ValueError, match="unknown keys"):
@@ -216,6 +217,76 @@ def test_corrupted_or_incomplete_checkpoints_are_refused(saved, tmp_path):
         load_checkpoint(d)
     with pytest.raises(CheckpointError, match="action space"):
         load_checkpoint(path, expected_action_space=ActionSpace(control_rate_hz=5.0, chunk_size=4))
+
+
+def test_chunk_execution_travels_with_the_checkpoint(saved, tmp_path):
+    """commit_steps (steps a started chunk runs) is saved with the preprocessing; a checkpoint made before
+    the entry loads with half the chunk, the packaged one states the 4 steps it was evaluated with."""
+    from pixelvla_ros.policy import Policy
+    from pixelvla_ros.preprocessing import PreprocessConfig
+
+    _, pre, path = saved
+    assert pre.config.action_space.chunk_size == 4 and pre.config.commit_steps == 2
+    rec = json.loads((path / "pixelvla_checkpoint.json").read_text())
+    assert rec["preprocessing"]["commit_steps"] == 2
+    for name, value, loaded in (("older", None, 2), ("three", 3, 3)):
+        d = _copy(path, tmp_path, name)
+        rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+        if value is None:
+            del rec["preprocessing"]["commit_steps"]
+        else:
+            rec["preprocessing"]["commit_steps"] = value
+        (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+        assert Policy.from_checkpoint(d, device="cpu").commit_steps == loaded
+    rec["preprocessing"]["commit_steps"] = 5
+    (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match=r"commit_steps must be in \[1, chunk_size=4\], got 5"):
+        load_checkpoint(d)
+    packaged = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny" / "pixelvla_checkpoint.json"
+    config = PreprocessConfig.from_dict(json.loads(packaged.read_text())["preprocessing"])
+    assert (config.action_space.chunk_size, config.commit_steps) == (8, 4)
+
+
+# Knobs retired in issue 18 as (JSON path, the old "off" value, another value).
+RETIRED = [
+    (("model", "action", "grasp_offset_head"), False, True),
+    (("model", "action", "slot_layout"), "per_step", "per_dim"),
+    (("preprocessing", "proprio_hidden_dims"), [], [0, 1]),
+]
+
+
+def test_the_packaged_checkpoint_names_retired_knobs_at_their_off_value_and_loads():
+    packaged = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny"
+    rec = json.loads((packaged / "pixelvla_checkpoint.json").read_text())
+    for keys, off, _ in RETIRED:
+        node = rec
+        for key in keys:
+            node = node[key]
+        assert node == off  # made before issue 18: the test below is about such a file
+    model, pre = load_checkpoint(packaged, device="cpu")
+    assert model.cfg.name == "tiny" and pre.config.prompt_anchor
+
+
+@pytest.mark.parametrize(("keys", "off", "other"), RETIRED)
+def test_a_retired_knob_is_ignored_at_its_off_value_and_refused_at_any_other(
+    saved, tmp_path, keys, off, other
+):
+    model, pre, path = saved
+    name = ".".join(keys[1:])
+    for value in (off, other):
+        d = _copy(path, tmp_path, f"{name}-{'off' if value == off else 'set'}")
+        rec = json.loads((d / "pixelvla_checkpoint.json").read_text())
+        node = rec
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+        (d / "pixelvla_checkpoint.json").write_text(json.dumps(rec))
+        if value == off:
+            again, _ = load_checkpoint(d, device="cpu")
+            torch.testing.assert_close(again.predict(_inputs(pre)), model.predict(_inputs(pre)))
+        else:
+            with pytest.raises(CheckpointError, match=rf"{name} was retired \(issue 18.*at commit cb1d7b1"):
+                load_checkpoint(d)
 
 
 def test_lora_checkpoint_without_adapter_is_refused(tmp_path):

@@ -100,14 +100,6 @@ def test_eager_and_sdpa_attention_agree():
     torch.testing.assert_close(sdpa.predict(x), eager.predict(x), atol=1e-5, rtol=1e-4)
 
 
-def test_per_dim_slot_layout():
-    cfg = micro_config(slot_layout="per_dim", proprio_dim=0)
-    model = build_model(cfg, device="cpu").eval()
-    pre = make_preprocessor(cfg)
-    out = model.predict(pre.batch([sample_input("all", proprio_dim=0)]))
-    assert cfg.action.num_slots == 4 * 7 and out.shape == (1, 4, 7)
-
-
 def test_model_refuses_bad_tensors(setup):
     model, pre = setup
     x = pre.batch([sample_input("all")])

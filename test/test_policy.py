@@ -1,4 +1,5 @@
-"""Policy runtime: checked chunks from a small random checkpoint, invalid verdicts, chunk execution."""
+"""Policy runtime: checked chunks from a small random checkpoint, invalid verdicts (chunk execution:
+test_chunk_timeline.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from pixelvla_ros.model import build_model, save_checkpoint
 from pixelvla_ros.model.inputs import PixelVLAOutput
 from pixelvla_ros.model.testing import default_stats, make_preprocessor, micro_config, sample_input
-from pixelvla_ros.policy import ChunkExecutor, Policy
+from pixelvla_ros.policy import Policy
 from pixelvla_ros.safety import SafetyLimits
 
 
@@ -97,67 +98,3 @@ def test_missing_checkpoint_raises(tmp_path) -> None:
 
     with pytest.raises(CheckpointError, match="does not exist"):
         Policy.from_checkpoint(tmp_path / "nope")
-
-
-# ------------------------------------------------------------------------------------ ChunkExecutor
-def _chunk(value: float, n: int = 4, gripper: float = 0.0) -> np.ndarray:
-    a = np.zeros((n, 7))
-    a[:, 0] = value + np.arange(n)  # step k of the chunk carries value + k
-    a[:, 6] = gripper
-    return a
-
-
-def test_open_loop_executes_then_requeries() -> None:
-    ex = ChunkExecutor(chunk_size=4, execute_steps=3)
-    assert ex.needs_query(0)
-    ex.add_chunk(_chunk(10), 0)
-    got = []
-    for t in range(3):
-        assert not ex.needs_query(t)
-        got.append(ex.action(t)[0])
-    assert got == [10, 11, 12]
-    assert ex.needs_query(3)
-    ex.add_chunk(_chunk(20), 3)
-    assert [ex.action(t)[0] for t in (3, 4, 5)] == [20, 21, 22]
-
-
-def test_open_loop_failed_query_keeps_old_chunk_until_it_runs_out() -> None:
-    ex = ChunkExecutor(chunk_size=4, execute_steps=2)
-    ex.add_chunk(_chunk(10), 0)
-    assert ex.action(1)[0] == 11 and ex.needs_query(2)
-    ex.skip_query(2)  # the query at step 2 gave an invalid chunk
-    assert ex.action(2)[0] == 12 and ex.action(3)[0] == 13
-    assert ex.needs_query(4) and ex.action(4) is None  # nothing left: the caller holds still
-
-
-def test_temporal_ensembling_weights() -> None:
-    k = 0.5
-    ex = ChunkExecutor(chunk_size=4, execute_steps=1, ensemble=True, ensemble_k=k)
-    ex.add_chunk(_chunk(0.0, gripper=1.0), 0)
-    assert ex.action(0)[0] == 0.0
-    assert ex.needs_query(1)
-    ex.add_chunk(_chunk(100.0, gripper=0.0), 1)
-    ex.add_chunk(_chunk(200.0, gripper=0.0), 2)
-    # step 2: chunk@0 gives 2, chunk@1 gives 101, chunk@2 gives 200; weights exp(-k i), oldest i = 0
-    w = np.exp(-k * np.arange(3))
-    want = (w * [2.0, 101.0, 200.0]).sum() / w.sum()
-    a = ex.action(2)
-    assert a[0] == pytest.approx(want)
-    g = (w * [1.0, 0.0, 0.0]).sum() / w.sum()  # 0.507: the oldest chunk (closed) still outweighs the others
-    assert g == pytest.approx(0.5065, abs=1e-4) and a[6] == 1.0  # binarized at 0.5
-    # step 4: chunk@0 has run out (covers 0..3); chunk@1 gives 103, chunk@2 gives 202
-    w2 = np.exp(-k * np.arange(2))
-    assert ex.action(4)[0] == pytest.approx((w2 * [103.0, 202.0]).sum() / w2.sum())
-
-
-def test_ensembling_k0_is_plain_average_and_validation() -> None:
-    ex = ChunkExecutor(chunk_size=2, ensemble=True, ensemble_k=0.0, execute_steps=1)
-    ex.add_chunk(_chunk(0.0, n=2), 0)
-    ex.add_chunk(_chunk(10.0, n=2), 1)
-    assert ex.action(1)[0] == pytest.approx((1.0 + 10.0) / 2)
-    with pytest.raises(ValueError, match="execute_steps"):
-        ChunkExecutor(chunk_size=4, execute_steps=5)
-    with pytest.raises(ValueError, match="shape"):
-        ex.add_chunk(np.zeros((3, 7)), 2)
-    with pytest.raises(ValueError, match="older"):
-        ex.add_chunk(_chunk(0.0, n=2), 0)

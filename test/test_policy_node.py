@@ -160,6 +160,7 @@ def test_good_frame_gives_a_chunk_for_its_stamp(stack) -> None:
     )
     assert len(chunk.translation) == node.policy.chunk_size and chunk.dt == pytest.approx(0.1)
     assert chunk.header.frame_id == "base" and chunk.model_latency > 0
+    assert chunk.commit_steps == node.policy.commit_steps == 2  # the checkpoint's: half its 4-step chunk
     assert wait(lambda: rig.status.get("pixelvla_ros: policy_node", (None, ""))[1] == "running")
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pixelvla_ros.model import ByteWordTokenizer, PixelVLAConfig
+from pixelvla_ros.model.inputs import collate_prompts
 from pixelvla_ros.model.testing import (
     default_stats,
     make_preprocessor,
@@ -30,7 +31,6 @@ from pixelvla_ros.prompts import (
     PixelVLAInputError,
     PromptSlots,
     VisualPrompt,
-    collate_prompts,
     resample_polyline,
 )
 

@@ -32,6 +32,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from pixelvla_ros.click_projection import STALE_IMAGE  # noqa: E402
+from pixelvla_ros.demo import config_files  # noqa: E402
 from pixelvla_ros.drivers.sim_driver import calibrated_config  # noqa: E402
 from pixelvla_ros.nodes.conversions import (  # noqa: E402
     chunk_to_msg,
@@ -46,8 +47,15 @@ from pixelvla_ros.sim.env import TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.tasks import TaskConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-YAML = ROOT / "config" / "prompt_node.yaml"
-PARAMS = yaml.safe_load(YAML.read_text())["prompt_node"]["ros__parameters"]
+# The node's parameter files as the launch files pass them: prompt_node.yaml, then the shared camera.yaml.
+YAMLS = [ROOT / "config" / name for name in config_files("prompt_node")]
+PARAMS_FILES = [arg for path in YAMLS for arg in ("--params-file", str(path))]
+PARAMS = {
+    name: value
+    for path in YAMLS
+    for section in yaml.safe_load(path.read_text()).values()
+    for name, value in section["ros__parameters"].items()
+}
 BASE = PARAMS["base_frame"]
 # The rig's image-age limit: the peer's camera shares a process with the node, and on a loaded CI machine it
 # was delayed past the yaml's 0.5 s, turning the refusal a test provokes into "stale image". The stale-image
@@ -318,7 +326,7 @@ def test_executable_with_yaml_rviz_and_rqt_clicks_land_on_the_object(
 ) -> None:
     exe = Path(sys.prefix) / "lib" / "pixelvla_ros" / "prompt_node"
     assert exe.exists(), f"{exe} is missing: run `make build`"
-    proc = subprocess.Popen([str(exe), "--ros-args", "--params-file", str(YAML)])
+    proc = subprocess.Popen([str(exe), "--ros-args", *PARAMS_FILES])
     context = rclpy.Context()
     try:
         rclpy.init(context=context)
@@ -361,7 +369,7 @@ def test_executable_with_yaml_rviz_and_rqt_clicks_land_on_the_object(
 def test_yaml_parameters_are_the_nodes(rig: SimpleNamespace) -> None:
     for name, value in PARAMS.items():
         assert rig.node.has_parameter(name), (
-            f"config/prompt_node.yaml sets {name!r}, which the node does not declare"
+            f"{[p.name for p in YAMLS]} set {name!r}, which the node does not declare"
         )
         assert rig.node.get_parameter(name).value == value
 
@@ -421,7 +429,7 @@ def test_clicks_off_the_work_surface_are_refused(rig: SimpleNamespace, scene: Si
 def test_a_bad_click_volume_stops_the_start(ros_domain: int, param: str, value: str, reason: str) -> None:
     exe = Path(sys.prefix) / "lib" / "pixelvla_ros" / "prompt_node"
     assert exe.exists(), f"{exe} is missing: run `make build`"
-    args = [str(exe), "--ros-args", "--params-file", str(YAML), "-p", f"{param}:={value}"]
+    args = [str(exe), "--ros-args", *PARAMS_FILES, "-p", f"{param}:={value}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode == 2, output

@@ -19,7 +19,6 @@ from pixelvla_ros.learning.training.data import (
     chunk_targets,
     count_episodes,
     example_stream,
-    grasp_offsets,
     idle_steps,
 )
 from pixelvla_ros.learning.training.train import main
@@ -107,11 +106,20 @@ def _losses(out: Path) -> dict[int, float]:
         (["distributed=fsdp"], "torchrun"),  # FSDP shards between processes: one process is refused
         (["action_loss_weights=[1, 1, 1]"], "action_loss_weights"),
         (["action_loss_weights=[0, 0, 0, 0, 0, 0, 0]"], "action_loss_weights"),
-        (["grasp_offset_loss_weight=-1"], "grasp_offset_loss_weight"),
-        (["data.proprio_shift_prob=2"], "proprio_shift_prob"),
-        (["grasp_offset_loss_weight=1"], "grasp-offset head"),  # the model has none
-        (["data.proprio_hidden_dims=[4]"], "proprio_hidden_dims"),  # the proprio vector has 4 entries
         (["data.anchor_drop_prob=1.5"], "anchor_drop_prob"),
+        # knobs retired in issue 18, set to anything but their old "off" value
+        (["grasp_offset_loss_weight=1"], "grasp_offset_loss_weight was retired (issue 18"),
+        (["data.proprio_shift_prob=0.3"], "data.proprio_shift_prob was retired"),
+        (["data.proprio_shift_m=0.03"], "data.proprio_shift_m was retired"),
+        (["data.proprio_hidden_dims=[0, 1]"], "data.proprio_hidden_dims was retired"),
+        (["model_overrides={proprio_dim: 4, grasp_offset_head: true}"], "grasp_offset_head was retired"),
+        (
+            [
+                f"init_checkpoint={ROOT / 'checkpoints' / 'tiny'}",
+                "init_checkpoint_changes={action.grasp_offset_head: true}",
+            ],
+            "action.grasp_offset_head was retired",
+        ),
     ],
 )
 def test_bad_config_is_refused_before_work(annotated, tmp_path, capsys, change, message) -> None:
@@ -170,25 +178,13 @@ def test_action_loss_weights_weigh_each_dimension_of_the_valid_steps(annotated, 
     overrides = {"data.train": str(annotated), "output_dir": str(tmp_path / "run")}
     overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in SMALL)})
     trainer = Trainer(load_config(CONFIG, {**overrides, "action_loss_weights": weights}), progress=False)
-    inputs, targets, valid, _ = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
+    inputs, targets, valid = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
     valid[0, -3:] = False  # padding past an episode's end counts for nothing
     with torch.no_grad():
         loss = trainer.forward_loss(inputs, targets, valid)
         err = (trainer.model(inputs).actions - targets).abs()[valid]  # (valid steps, 7)
     w = torch.tensor(weights)
     assert loss.item() == pytest.approx(((err * w).sum() / (w.sum() * len(err))).item(), rel=1e-5)
-
-
-def test_grasp_offset_is_the_way_to_the_next_close_while_the_gripper_is_open() -> None:
-    tcp = np.array([[0.0, 0, 0.2], [0.03, 0, 0.2], [0.05, 0.01, 0.1], [0.05, 0.01, 0.1], [0.05, 0.01, 0.2],
-                    [0.09, 0.01, 0.2], [0.1, 0.02, 0.05], [0.1, 0.02, 0.2]])  # fmt: skip
-    actions = np.zeros((8, 7))
-    actions[[2, 3, 4, 6, 7], 6] = 1.0  # close at 2 (held to 4), reopen at 5, close again at 6
-    offsets = grasp_offsets(tcp, actions)
-    np.testing.assert_allclose(offsets[[0, 1]], tcp[2] - tcp[[0, 1]])
-    np.testing.assert_allclose(offsets[5], tcp[6] - tcp[5])  # after a reopen: the next grasp
-    assert np.isnan(offsets[[2, 3, 4, 6, 7]]).all()  # closed: no grasp ahead to find
-    assert np.isnan(grasp_offsets(tcp[:2], actions[:2])).all()  # the episode never closes
 
 
 def test_examples_carry_the_episode_camera_shifted_with_the_image(annotated) -> None:
@@ -211,79 +207,6 @@ def test_examples_carry_the_episode_camera_shifted_with_the_image(annotated) -> 
     assert moved > 0
     dropped = DataConfig(train=str(annotated), prompt_modes=modes, anchor_drop_prob=1.0)
     assert all(e.inputs.camera is None for e in example_stream(dropped, 8, seed=0, epoch=0))
-
-
-def test_a_shifted_proprio_position_shifts_the_grasp_offset_back_and_drops_the_chunk(annotated) -> None:
-    plain = DataConfig(train=str(annotated), prompt_modes={"text": 1.0})
-    shifted = DataConfig(
-        train=str(annotated), prompt_modes={"text": 1.0}, proprio_shift_prob=1.0, proprio_shift_m=0.03
-    )
-    before = {e.key: e for e in example_stream(plain, 8, seed=0, epoch=0)}
-    after = {e.key: e for e in example_stream(shifted, 8, seed=0, epoch=0)}
-    assert before.keys() == after.keys()
-    moved = 0
-    for key, a in after.items():
-        b = before[key]
-        shift = a.inputs.proprio[:3] - b.inputs.proprio[:3]
-        if not np.isfinite(b.grasp_offset).all():  # no grasp ahead: nothing to correct, left alone
-            assert not shift.any() and a.valid.tolist() == b.valid.tolist()
-            continue
-        moved += 1
-        assert shift[2] == 0 and 0 < np.abs(shift[:2]).max() <= 0.03
-        np.testing.assert_allclose(a.grasp_offset, b.grasp_offset - shift, atol=1e-9)
-        assert not a.valid.any()  # the expert's chunk from the shifted position is unknown
-    assert moved > 0
-    unaugmented = example_stream(shifted, 8, seed=0, epoch=0, augment=False)  # as evaluation reads it
-    assert all(np.array_equal(e.inputs.proprio, before[e.key].inputs.proprio) for e in unaugmented)
-
-
-def test_the_grasp_offset_head_is_trained_on_the_examples_with_a_grasp_ahead(annotated, tmp_path) -> None:
-    import yaml
-    from pixelvla_ros.learning.training.config import load_config
-    from pixelvla_ros.learning.training.train import Trainer
-
-    from pixelvla_ros.model import GRASP_OFFSET_UNIT_M
-
-    overrides = {"data.train": str(annotated), "output_dir": str(tmp_path / "run")}
-    overrides.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in SMALL)})
-    overrides["model_overrides"] = {**overrides["model_overrides"], "grasp_offset_head": True}
-    trainer = Trainer(load_config(CONFIG, {**overrides, "grasp_offset_loss_weight": 0.5}), progress=False)
-    inputs, targets, valid, offsets = trainer.collate(next(batches(trainer.cfg.data, 8, 4, seed=0))[2])
-    offsets[0] = float("nan")  # this example's gripper is closed: no offset target
-    offsets[1:] = torch.tensor([0.1, -0.2, 0.05])
-    loss = trainer.forward_loss(inputs, targets, valid, offsets)
-    loss.backward()
-    with torch.no_grad():
-        out = trainer.model(inputs, targets, valid)
-    expected = (out.grasp_offset[1:] - offsets[1:] / GRASP_OFFSET_UNIT_M).abs().mean()
-    assert loss.item() == pytest.approx(out.loss.item() + 0.5 * expected.item(), rel=1e-5)
-    assert trainer.last_loss_parts["grasp_offset_loss"] == pytest.approx(expected.item(), rel=1e-5)
-    assert all(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.grasp_offset_head.parameters()
-    )
-
-
-def test_hidden_proprio_entries_are_saved_in_the_checkpoint_and_never_reach_the_model(
-    annotated, tmp_path
-) -> None:
-    from pixelvla_ros.prompts import VisualPrompt
-
-    out = tmp_path / "run"
-    assert main(_args(annotated, out, "max_steps=2", "data.proprio_hidden_dims=[0, 1]")) == 0
-    model, pre = load_checkpoint(out / "model")
-    assert pre.config.proprio_hidden_dims == (0, 1)  # evaluation and the live node load the same
-    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    point = [VisualPrompt.point([[30, 20]])]
-    proprio = np.array([0.45, 0.0, 0.25, 0.0])
-
-    def chunk(p: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return model.predict(pre(image, "pick up the cube", prompts=point, proprio=p))
-
-    moved_sideways, raised = proprio + [0.05, -0.04, 0, 0], proprio + [0, 0, 0.05, 0]
-    assert torch.equal(chunk(proprio), chunk(moved_sideways))
-    assert not torch.equal(chunk(proprio), chunk(raised))  # the height is still read
-    assert proprio[0] == 0.45  # the caller's vector is left as it was
 
 
 def test_padding_past_the_episode_end_is_marked_invalid() -> None:

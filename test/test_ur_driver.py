@@ -60,13 +60,20 @@ def _wait(pred: Callable[[], bool], timeout: float = 5.0, dt: float = 0.01) -> b
 
 
 def _chunk(
-    t0: float, n: int = 10, dt: float = 0.1, step=(0.008, 0.0, 0.0), rot=(0.0, 0.0, 0.0), grip=0.0, hold=0
+    t0: float,
+    n: int = 10,
+    dt: float = 0.1,
+    step=(0.008, 0.0, 0.0),
+    rot=(0.0, 0.0, 0.0),
+    grip=0.0,
+    hold=0,
+    commit_steps=0,
 ) -> TimedChunk:
     """n steps of the same motion, then `hold` steps that stay there: time for the rate-limited command to
     settle on the last target (a moving chunk's end is dropped once its time has passed, by design)."""
     actions = np.zeros((n + hold, 7))
     actions[:n, 0:3], actions[:n, 3:6], actions[:, 6] = step, rot, grip
-    return TimedChunk(t0, dt, actions)
+    return TimedChunk(t0, dt, actions, commit_steps=commit_steps)
 
 
 def _tcp(emu: EmulatorProcess) -> np.ndarray:
@@ -157,20 +164,24 @@ def test_stale_chunk_halts_within_two_cycles(emu: EmulatorProcess) -> None:
     assert "no fresh command" in after[1].command.reasons[0]
 
 
-@pytest.mark.parametrize("commit_steps", [0, 3])
-def test_a_newer_chunk_takes_over_after_the_committed_steps(emu: EmulatorProcess, commit_steps: int) -> None:
+@pytest.mark.parametrize(("override", "own"), [(0, 3), (None, 3), (3, 0)])
+def test_a_newer_chunk_takes_over_after_the_committed_steps(
+    emu: EmulatorProcess, override: int | None, own: int
+) -> None:
     """Chunk A moves +x, chunk B (from a later image) -x. Without commitment B's waypoints take over at once;
-    with commit_steps=3 the arm follows A until 3 of A's steps have run, then B."""
+    with 3 committed steps (the chunks' own, or the driver's override) the arm follows A until 3 of A's steps
+    have run, then B."""
+    commit_steps = own if override is None else override
     reports: list[CycleReport] = []
     with running_driver(
-        emu, enable_actuation=False, on_cycle=reports.append, commit_steps=commit_steps
+        emu, enable_actuation=False, on_cycle=reports.append, commit_steps=override
     ) as driver:
         time.sleep(0.3)  # measured poses to integrate the chunks from
         now = time.monotonic()
-        a = _chunk(now - 0.15, step=(0.008, 0.0, 0.0))  # starts at its step 1
+        a = _chunk(now - 0.15, step=(0.008, 0.0, 0.0), commit_steps=own)  # starts at its step 1
         driver.submit(a)
         assert _wait(lambda: any(r.t > now for r in reports), 2.0)
-        driver.submit(_chunk(time.monotonic() - 0.01, step=(-0.008, 0.0, 0.0)))
+        driver.submit(_chunk(time.monotonic() - 0.01, step=(-0.008, 0.0, 0.0), commit_steps=own))
         switched = a.t0 + 0.4  # A started at its step 1: steps 1, 2, 3 are committed
         assert _wait(lambda: any(r.t > switched + 0.4 for r in reports), 3.0)
     x = {r.t: r.pose[0] for r in reports}

@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pixelvla_ros.segmentation import ColourRegionSegmenter
+
 from ..datasets.episode import CorruptEpisodeError, Episode, EpisodeSource
 from .config import AnnotationConfig
 from .format import FORMAT, VERSION, ShardWriter, atomic_write_json, encode_rle, sample_members
@@ -30,7 +32,6 @@ from .stages import (
     NO_DETECTION,
     PHRASE_NOT_FOUND,
     TINY_MASK,
-    ColourRegionSegmenter,
     LLMPhraseParser,
     Owlv2Detector,
     Reject,

@@ -13,9 +13,11 @@ target's mask. They are computed on the initial frame and held for the episode (
 The prompted entity is the one the task needs marked (`TaskSpec.prompted`: the look-alike target of
 pick_prompted, the look-alike tray of place_container) or else the target.
 
-Actions go through pixelvla_ros.policy: Policy.predict_chunk (one preprocessing path, safety check) and
-ChunkExecutor (open loop for --execute-steps, optional temporal ensembling). A step without a valid
-chunk holds the arm (zero motion, gripper unchanged) and the chunk is asked for again next step.
+Actions go through Policy.predict_chunk (one preprocessing path, safety check) and the drivers' chunk
+executor, chunk_timeline.ChunkTimeline: control step n is time n * dt, each chunk keeps control for
+--execute-steps steps (default: the checkpoint's commit_steps, as the robot executes it), then a new one is
+computed. A query without a valid chunk leaves the chunk in control running and is repeated next step; a step
+that no chunk covers holds the arm (zero motion, gripper unchanged).
 
 Each episode's record also holds its first grasp attempt (the step the gripper was first told to close,
 the TCP minus the target there, how far the target had been pushed by then) and how far the target moved
@@ -44,7 +46,8 @@ from tqdm import tqdm  # noqa: E402
 
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER  # noqa: E402
 from pixelvla_ros.camera import CameraModel  # noqa: E402
-from pixelvla_ros.policy import ActionChunkResult, ChunkExecutor, Policy  # noqa: E402
+from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk  # noqa: E402
+from pixelvla_ros.policy import ActionChunkResult, Policy  # noqa: E402
 from pixelvla_ros.preprocessing import STATE_PROPRIO_DIM, state_proprio  # noqa: E402
 from pixelvla_ros.prompts import VisualPrompt  # noqa: E402
 from pixelvla_ros.safety import SafetyLimits, UnsafeChunkError, check_chunk  # noqa: E402
@@ -215,7 +218,7 @@ class ExpertAgent:
 def run_episode(
     env: TabletopEnv,
     agent: PolicyAgent | ExpertAgent,
-    executor: ChunkExecutor,
+    timeline: ChunkTimeline,
     mode: PromptMode,
     seed: int,
     camera: str,
@@ -228,7 +231,8 @@ def run_episode(
     key = f"{camera}_{size}"
     inp = ground_truth_inputs(env, mode, camera, size)
     agent.reset(env)
-    executor.reset()
+    timeline.clear()
+    dt = env.config.action_space.dt  # control step t is time t * dt
     invalid, first_invalid, latencies, holds = 0, "", [], 0
     scale = max(1, round(288 / size))
 
@@ -246,16 +250,16 @@ def run_episode(
     target_start = env.object_pose(inp.target)[:3, 3].copy()
     first_close = None  # where the gripper was first told to close: the grasp attempt a failure starts with
     for t in range(env.config.max_steps):
-        if executor.needs_query(t):
+        now = t * dt
+        if timeline.due(now):
             chunk = agent.query(obs, obs.images[key], inp)
             if chunk.valid:
-                executor.add_chunk(chunk.actions, t)
+                timeline.add(TimedChunk(now, dt, chunk.actions), now)
                 latencies.append(chunk.latency_s)
             else:
-                executor.skip_query(t)
                 invalid += 1
                 first_invalid = first_invalid or chunk.reason
-        action = executor.action(t)
+        action = timeline.action_at(now)
         if action is None:  # no valid chunk covers this step: hold still, keep the gripper as it is
             holds += 1
             action = np.zeros(ACTION_DIM)
@@ -339,10 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-size", type=int, default=96, help="rendered camera image size, px (default 96)")
     ap.add_argument("--camera", choices=("scene", "wrist"), default="scene")
     ap.add_argument("--max-steps", type=int, help="control steps per episode (default: the task's, 120)")
-    ap.add_argument("--execute-steps", type=int, help="steps executed per chunk (default: the chunk size)")
-    ap.add_argument("--ensemble", action="store_true", help="temporal ensembling over overlapping chunks")
     ap.add_argument(
-        "--ensemble-k", type=float, default=0.01, help="ensembling weight exp(-k i) (default 0.01)"
+        "--execute-steps",
+        type=int,
+        help="steps a chunk runs before the next one (default: the checkpoint's commit_steps, as the robot)",
     )
     ap.add_argument(
         "--uncalibrated",
@@ -372,10 +376,6 @@ def validate(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         (args.max_steps is None or args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}"),
         (args.gif_episodes >= 0, f"--gif-episodes must be >= 0, got {args.gif_episodes}"),
         (args.gif_stride >= 1, f"--gif-stride must be >= 1, got {args.gif_stride}"),
-        (
-            np.isfinite(args.ensemble_k) and args.ensemble_k >= 0,
-            f"--ensemble-k must be >= 0, got {args.ensemble_k}",
-        ),
     ]
     for ok, msg in checks:
         if not ok:
@@ -400,9 +400,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             raise EvaluationError(str(e)) from e
         check_proprio_dim(policy.proprio_dim)
         agent = PolicyAgent(policy, calibrated=not args.uncalibrated)
-        execute = args.execute_steps or policy.chunk_size
+        execute = args.execute_steps or policy.commit_steps
         if not 1 <= execute <= policy.chunk_size:
             raise EvaluationError(f"--execute-steps must be in [1, {policy.chunk_size}], got {execute}")
+        rate = policy.preprocessor.config.action_space.control_rate_hz
+        sim_rate = TaskConfig().action_space.control_rate_hz
+        if rate != sim_rate:  # one chunk step per control step
+            raise EvaluationError(f"the checkpoint acts at {rate:g} Hz, the simulator at {sim_rate:g} Hz")
         ckpt_info = {
             "path": str(Path(args.checkpoint).resolve()),
             "config_hash": config_hash(record),
@@ -413,7 +417,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "device": str(policy.device),
             "extra": record.get("extra", {}),
         }
-    executor = ChunkExecutor(agent.chunk_size, execute, ensemble=args.ensemble, ensemble_k=args.ensemble_k)
+    timeline = ChunkTimeline(commit_steps=execute)  # executes every chunk as evaluated, whatever it carries
     out = args.out or Path("runs/eval") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -443,7 +447,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     frames = gif_frames if (family, mode) in gif_cells and index == args.start else None
                     try:
                         ep = run_episode(
-                            env, agent, executor, MODES[mode], seed, args.camera, args.image_size,
+                            env, agent, timeline, MODES[mode], seed, args.camera, args.image_size,
                             frames, args.gif_stride,
                         )  # fmt: skip
                     except EvaluationError as e:  # an input the mode needs is missing in this scene
@@ -457,7 +461,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             env.close()
     bar.close()
     wall = time.perf_counter() - t0
-    report = build_report(args, families, modes, indices, seeds, episodes, wall, ckpt_info)
+    report = build_report(args, families, modes, indices, seeds, episodes, wall, ckpt_info, execute)
     who = "scripted expert" if args.expert else Path(args.checkpoint).name
     title = f"{who}: {args.episodes} eval episodes / cell"
     plot_success(report["cells"], out / "success.png", title)
@@ -481,12 +485,13 @@ def build_report(
     episodes: list[dict[str, Any]],
     wall_s: float,
     checkpoint: dict[str, Any] | None,
+    execute_steps: int,
 ) -> dict[str, Any]:
     """report.json layout:
     format, version, created (UTC ISO), agent ("policy" | "expert"),
     checkpoint {path, config_hash, name, weights_sha256, chunk_size, proprio_dim, device, extra} | null,
     settings {families, modes, mode_inputs, episodes_per_cell, split, start, indices, seeds, image_size,
-              camera, max_steps, execute_steps, ensemble, ensemble_k},
+              camera, max_steps, execute_steps, camera_calibration},
     cells [{family, mode, episodes, successes, rate, ci95 [lo, hi], mean_steps, invalid_chunks}],
     overall {episodes, successes, rate, ci95},
     episodes [{family, mode, index, seed, instruction, text_given, prompts [kinds], object_mask,
@@ -514,11 +519,7 @@ def build_report(
             "image_size": args.image_size,
             "camera": args.camera,
             "max_steps": args.max_steps or TaskConfig().max_steps,
-            "execute_steps": 1
-            if args.expert
-            else (args.execute_steps or (checkpoint or {}).get("chunk_size")),
-            "ensemble": bool(args.ensemble),
-            "ensemble_k": args.ensemble_k,
+            "execute_steps": execute_steps,
             "camera_calibration": not args.uncalibrated,
         },
         "cells": summarize(episodes, families, modes),

@@ -1,5 +1,5 @@
-"""Probes of what a checkpoint's policy reads, in the simulator on eval-split seeds: the measurements behind
-"What limits it" in checkpoints/tiny/README.md.
+"""Probes of what a checkpoint's policy reads, in the simulator on eval-split seeds (the proprio and servo
+responses in docs/experiments.md).
 
     python -m pixelvla_ros.learning.evaluation.probe --checkpoint checkpoints/tiny --episodes 40 --start 100
 
@@ -13,10 +13,7 @@ descent (the TCP above the target). At each state:
 - servo response: the same difference with the arm itself moved: the state is replayed and one control
   step holds the arm, or moves it by `--shift` m along x (along y), so image and proprio both show the
   new position; the difference of the two chunks' sums over the TCP's measured displacement. About -1
-  above the target for a policy that corrects where it is; it works for a policy whose proprio input
-  hides the TCP's horizontal position (`proprio_hidden_dims`), where the proprio response is 0.
-- grasp-offset error, for a model with the grasp-offset head: the horizontal distance between the head's
-  prediction and the truth (the expert's grasp point minus the TCP).
+  above the target for a policy that corrects where it is.
 Prints the medians per state.
 """
 
@@ -33,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pixelvla_ros.action_space import GRIPPER  # noqa: E402
-from pixelvla_ros.model import GRASP_OFFSET_UNIT_M, autocast_context  # noqa: E402
+from pixelvla_ros.model import autocast_context  # noqa: E402
 from pixelvla_ros.policy import Policy  # noqa: E402
 from pixelvla_ros.sim.env import Observation, TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.expert import ScriptedExpert  # noqa: E402
@@ -47,27 +44,21 @@ CAMERA, SIZE = "scene", 96
 STATES = (("first frame", "approach", 0), ("approach", "approach", 3), ("descend", "descend", 0))
 
 
-def model_outputs(
+def model_chunk(
     policy: Policy, obs: Observation, inp: EpisodeInputs, proprio: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N_c, 7) chunk in robot units, (3,) grasp offset in m or None, for one observation."""
+) -> np.ndarray:
+    """(N_c, 7) chunk in robot units for one observation."""
     x = policy.preprocessor(
         obs.images[f"{CAMERA}_{SIZE}"], inp.instruction, inp.object_mask, inp.prompts, proprio, inp.camera
     )
     with torch.inference_mode(), autocast_context(policy.device):
         out = policy.model(x.to(policy.device))
-    chunk = policy.preprocessor.postprocess(out.actions.float().cpu().numpy())[0]
-    offset = None
-    if out.grasp_offset is not None:
-        offset = out.grasp_offset[0].float().cpu().numpy() * GRASP_OFFSET_UNIT_M
-    return chunk, offset
+    return policy.preprocessor.postprocess(out.actions.float().cpu().numpy())[0]
 
 
-def drive_to(
-    env: TabletopEnv, index: int, phase: str, steps_in: int
-) -> tuple[Observation, ScriptedExpert, np.ndarray]:
+def drive_to(env: TabletopEnv, index: int, phase: str, steps_in: int) -> tuple[Observation, np.ndarray]:
     """Reset to eval episode `index` and let the expert drive until `steps_in` steps into `phase`.
-    Returns the observation, the expert and its last action."""
+    Returns the observation and the expert's last action."""
     obs = env.reset(episode_seed("eval", index))
     expert = ScriptedExpert(env)
     action = np.zeros(7)
@@ -76,12 +67,12 @@ def drive_to(
             raise RuntimeError(f"episode {index}: the expert never reached {phase}")
         action = expert.act(obs)
         obs = env.step(action).observation
-    return obs, expert, action
+    return obs, action
 
 
 def translation_sums(policy: Policy, obs: Observation, inp: EpisodeInputs, execute_steps: int) -> np.ndarray:
     """(3,) the translation of the model's next `execute_steps` actions at this observation."""
-    chunk, _ = model_outputs(policy, obs, inp, proprio_vector(obs, policy.proprio_dim))
+    chunk = model_chunk(policy, obs, inp, proprio_vector(obs, policy.proprio_dim))
     return chunk[:execute_steps, :3].sum(axis=0)
 
 
@@ -90,21 +81,17 @@ def probe_state(
     shift: float, execute_steps: int,
 ) -> dict[str, float]:  # fmt: skip
     _, phase, steps_in = state
-    obs, expert, last_action = drive_to(env, index, phase, steps_in)
+    obs, last_action = drive_to(env, index, phase, steps_in)
     proprio = proprio_vector(obs, policy.proprio_dim)
-    chunk, offset = model_outputs(policy, obs, inp, proprio)
+    chunk = model_chunk(policy, obs, inp, proprio)
     out: dict[str, float] = {}
     if proprio is not None:
         for axis, name in ((0, "x"), (1, "y")):
             moved = proprio.copy()
             moved[axis] += shift  # state_proprio: the TCP position comes first
-            shifted, _ = model_outputs(policy, obs, inp, moved)
+            shifted = model_chunk(policy, obs, inp, moved)
             delta = shifted[:execute_steps, axis].sum() - chunk[:execute_steps, axis].sum()
             out[f"proprio_response_{name}"] = float(delta / shift)
-    if offset is not None:
-        target = env.object_pose(env.task.target)[:3, 3]
-        grasp = np.array([target[0], target[1], expert.grasp_z()])  # where the expert closes
-        out["grasp_offset_error_m"] = float(np.linalg.norm((offset - (grasp - obs.ee_pos))[:2]))
     hold = np.zeros(7)
     hold[GRIPPER] = last_action[GRIPPER]
     held = env.step(hold).observation

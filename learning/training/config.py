@@ -15,10 +15,19 @@ import yaml
 
 from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.model import STAGES
+from pixelvla_ros.model.config import RETIRED_MODEL_KNOBS, drop_retired
 
 # Inputs a training example can carry. "text" is the instruction, "object_mask" the target's mask for the
 # pixel-aware encoder; point/line/box/mask are visual prompts sampled from that mask by the annotation.
 MODE_PARTS = ("text", "object_mask", "point", "line", "box", "mask")
+# Training knobs removed in issue 18 with their "off" values (pixelvla_ros.model.config.drop_retired).
+RETIRED_TRAIN_KNOBS: dict[str, Any] = {
+    "grasp_offset_loss_weight": 0.0,
+    "model_overrides.grasp_offset_head": False,
+    "data.proprio_shift_prob": 0.0,
+    "data.proprio_shift_m": 0.0,
+    "data.proprio_hidden_dims": [],
+}
 
 
 class TrainConfigError(ValueError):
@@ -44,13 +53,6 @@ class DataConfig:
     augment_shift_px: int = 0  # random translation of image, mask and prompts together (0 = off)
     augment_brightness: float = 0.0  # +- relative brightness/contrast jitter (0 = off)
     drop_idle_steps: bool = False  # leave out steps that neither move nor change the gripper (data.py)
-    # Share of the examples with a grasp ahead whose proprio TCP position is shifted sideways by up to
-    # proprio_shift_m (each of x, y), their grasp offset corrected and their action chunk left out (data.py)
-    proprio_shift_prob: float = 0.0
-    proprio_shift_m: float = 0.0
-    # Proprio entries the model is not shown (preprocessing.PreprocessConfig.proprio_hidden_dims), e.g.
-    # [0, 1]: the TCP's x and y, which on the expert's path give the target away (the copycat problem)
-    proprio_hidden_dims: list[int] = field(default_factory=list)
     # Share of the examples given no camera calibration, so a model with the prompt anchor
     # (PixelVLAConfig.prompt_anchor) also acts from pixels alone
     anchor_drop_prob: float = 0.0
@@ -67,8 +69,6 @@ class DataConfig:
             raise TrainConfigError("data.prompt_modes weights sum to 0")
         for mode in self.prompt_modes:
             parse_mode(mode)
-        if not (0 <= self.proprio_shift_prob <= 1 and 0 <= self.proprio_shift_m < 1):
-            raise TrainConfigError("data: 0 <= proprio_shift_prob <= 1, 0 <= proprio_shift_m < 1 (metres)")
         if not 0 <= self.anchor_drop_prob <= 1:
             raise TrainConfigError(f"data.anchor_drop_prob must be in [0, 1], got {self.anchor_drop_prob}")
         if self.shuffle_buffer < 1 or self.augment_shift_px < 0 or not 0 <= self.augment_brightness < 1:
@@ -100,9 +100,6 @@ class TrainConfig:
     # every dimension pulls equally hard whatever its size, and the scripted expert's roll and pitch steps are
     # residue (|a| < 1 mrad), normalized to unit spread: they drew as much of the model as the motion.
     action_loss_weights: list[float] | None = None
-    # Weight of the grasp-offset head's L1 loss (pixelvla_ros/model: action.grasp_offset_head), added to the
-    # action loss; 0: the head, if the model has one, is not trained.
-    grasp_offset_loss_weight: float = 0.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -125,7 +122,6 @@ class TrainConfig:
                 "checkpoint_every, keep_checkpoints >= 1",
             ),
             (self.log_every >= 1, "log_every must be >= 1"),
-            (0 <= self.grasp_offset_loss_weight < math.inf, "grasp_offset_loss_weight must be finite, >= 0"),
             (self.stage in STAGES, f"stage must be one of {STAGES}"),
             (self.distributed in ("ddp", "fsdp"), "distributed must be ddp or fsdp"),
             (self.time_budget_min is None or self.time_budget_min > 0, "time_budget_min must be > 0"),
@@ -165,7 +161,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
+        """A config from its mapping (a YAML file, or a checkpoint's train_config.json); a retired knob at
+        its old "off" value is dropped, at any other value refused."""
+        try:
+            data = drop_retired(data, RETIRED_TRAIN_KNOBS, "config")
+            if isinstance(data.get("init_checkpoint_changes"), dict):
+                changes = drop_retired(data["init_checkpoint_changes"], RETIRED_MODEL_KNOBS, "config")
+                data["init_checkpoint_changes"] = changes
+        except ValueError as error:
+            raise TrainConfigError(str(error)) from None
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -6,28 +6,13 @@ a[t : t + N_c], and the episode's mask and prompts, drawn on frame 0 and held fo
 one checkpoint serves every mode.
 
 Steps past the episode's end are padding, left out of the loss (as ACT and LeRobot do): an episode ends
-when the task succeeds, not when the robot should stop, and "hold still" targets there taught the policy to
-stop lifting. With `drop_idle_steps`, steps whose action neither moves nor changes the gripper (an expert
-waiting for its gripper) are removed from the episode first: their frames look like the next step's, so
-the policy learns to wait there forever (OpenVLA filters idle actions for the same reason).
+when the task succeeds, not when the robot should stop, so "hold still" targets there would be wrong. With
+`drop_idle_steps`, steps whose action neither moves nor changes the gripper (an expert waiting for its
+gripper) are removed from the episode first: their frames look like the next step's, so they would teach
+the policy to wait (OpenVLA filters idle actions for the same reason).
 
-Each example before a grasp also carries where that grasp happens: the TCP position at the step the
-gripper is next told to close, minus the TCP position now (hindsight, from the episode's own proprio and
-gripper commands, so any dataset with both has it). It is the target of the model's optional grasp-offset
-head: the action chunk only says where to go once the remaining way is shorter than a capped step, so the
-chunk loss supervises the grasp position on a few steps per episode; the offset supervises it on all of
-them.
-
-A policy trained on demonstrations can read the target from its own TCP position: along the expert's
-path the TCP heads for the target, so "where the TCP is" predicts "where the target is" (the copycat
-problem of imitation from proprioception; Wen et al., 2020). Measured on stage F's policy: shifting its
-proprio TCP position 3 cm sideways moved its predicted grasp offset +0.5 times the shift during the
-approach, where the truth is -1 times, and not at all above the target. With `proprio_shift_prob`, that
-share of the examples with a grasp ahead get their proprio TCP position shifted by a random sideways
-offset, and their grasp-offset target corrected by it (it is exact: the grasp stays where it was). Their
-action chunk is left out of the loss: the expert's way from the shifted position is not known. Stage G
-(30 % of those examples, up to 3 cm, 2400 steps) did not change the response above the target
-(checkpoints/tiny/README.md): with the target itself known only to about 2.4 cm, the shift says little.
+With `anchor_drop_prob`, that share of the examples is given no camera calibration, so a model with the
+prompt anchor also learns to act from pixels alone.
 
 The stream is a pure function of (seed, epoch, rank): resuming skips the examples already consumed in
 the epoch and continues with exactly the batch an uninterrupted run would have seen next.
@@ -59,7 +44,6 @@ class Example:
     actions: np.ndarray  # (N_c, 7) robot units, project convention
     valid: np.ndarray  # (N_c,) bool: False for padding past the episode's end (no loss there)
     key: str  # "{episode key}@{t}": names the example when a loss goes bad
-    grasp_offset: np.ndarray  # (3,) m: TCP at the next close minus TCP now; NaN: no grasp ahead/no proprio
 
 
 IDLE_TRANSLATION = 0.002  # m per step: below this (and IDLE_ROTATION) an action does not move the arm
@@ -91,20 +75,6 @@ def idle_steps(actions: np.ndarray) -> np.ndarray:
     )
     previous_gripper = np.concatenate([actions[:1, GRIPPER], actions[:-1, GRIPPER]])
     return still & (actions[:, GRIPPER] == previous_gripper)
-
-
-def grasp_offsets(tcp_position: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """(T, 3) TCP positions and (T, 7) actions -> (T, 3) TCP position at the next step whose gripper
-    command turns from open to closed, minus the TCP position at t; NaN where the command at t is already
-    closed or no close comes later in the episode."""
-    closed = actions[:, GRIPPER] > 0.5
-    onsets = np.flatnonzero(closed & ~np.concatenate([[False], closed[:-1]]))
-    out = np.full((len(actions), 3), np.nan)
-    for t in np.flatnonzero(~closed):
-        later = onsets[onsets > t]
-        if len(later):
-            out[t] = tcp_position[later[0]] - tcp_position[t]
-    return out
 
 
 def _prompts(annotation: dict, mask: np.ndarray, kinds: frozenset[str]) -> list[VisualPrompt]:
@@ -174,15 +144,10 @@ def example_stream(
         info = annotation.get("camera")
         episode_camera = None if info is None else CameraModel.from_camera_info_dict(info)
         proprio = state_proprio(sample["ee_pos"], sample["gripper_state"]) if "ee_pos" in sample else None
-        offsets = (
-            grasp_offsets(sample["ee_pos"], actions)
-            if "ee_pos" in sample
-            else np.full((len(actions), 3), np.nan)
-        )
         if cfg.drop_idle_steps:
             keep = ~idle_steps(actions)
             if keep.any():
-                images, actions, offsets = images[keep], actions[keep], offsets[keep]
+                images, actions = images[keep], actions[keep]
                 proprio = None if proprio is None else proprio[keep]
         for t in range(len(actions)):
             mode = rng.choices(modes, weights)[0]
@@ -193,28 +158,15 @@ def example_stream(
                 if cfg.anchor_drop_prob and rng.random() < cfg.anchor_drop_prob:
                     camera = None  # also act from pixels alone, where no calibration is given
             chunk, valid = chunk_targets(actions, t, chunk_size)
-            state, offset = None if proprio is None else proprio[t], offsets[t]
-            if (
-                augment
-                and state is not None
-                and cfg.proprio_shift_prob
-                and np.isfinite(offset).all()
-                and rng.random() < cfg.proprio_shift_prob
-            ):
-                shift = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), 0.0]) * cfg.proprio_shift_m
-                state = state.copy()
-                state[:3] += shift  # state_proprio: TCP position first
-                offset = offset - shift
-                valid = np.zeros_like(valid)
             inputs = PolicyInput(
                 image=image,
                 task=annotation["instruction"] if "text" in mode else None,
                 object_mask=held_mask if "object_mask" in mode else None,
                 prompts=prompts,
-                proprio=state,
+                proprio=None if proprio is None else proprio[t],
                 camera=camera,
             )
-            buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}", offset))
+            buffer.append(Example(inputs, chunk, valid, f"{annotation['key']}@{t}"))
             if len(buffer) >= cfg.shuffle_buffer:
                 yield buffer.pop(rng.randrange(len(buffer)))
     rng.shuffle(buffer)

@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from tqdm import tqdm
 
 from pixelvla_ros.action_space import ActionSpace
 from pixelvla_ros.model import (
-    GRASP_OFFSET_UNIT_M,
     CheckpointError,
     ModelInputs,
     PixelVLA,
@@ -136,7 +134,6 @@ class Trainer:
         resume_dir = self._find_resume(resume) if resume else None
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.seen: list[str] = []  # the first examples this rank trained on (ranks.json under DDP)
-        self.last_loss_parts: dict[str, float] = {}  # the last forward_loss's terms, for the metrics
         if resume_dir is not None:
             self._load_model(resume_dir)
         elif cfg.init_checkpoint:
@@ -160,18 +157,6 @@ class Trainer:
             )
             torch.manual_seed(cfg.seed)
             self.model = build_model(model_cfg, device=self.device)
-        if cfg.data.proprio_hidden_dims:
-            # An empty list keeps what a checkpoint started from already hides.
-            try:
-                config = replace(self.pre.config, proprio_hidden_dims=tuple(cfg.data.proprio_hidden_dims))
-                self.pre = Preprocessor(config, self.pre.tokenizer)
-            except ValueError as error:
-                raise TrainConfigError(f"data.proprio_hidden_dims: {error}") from None
-        if cfg.grasp_offset_loss_weight and self.model.grasp_offset_head is None:
-            raise TrainConfigError(
-                "grasp_offset_loss_weight > 0 needs a model with the grasp-offset head: add "
-                "init_checkpoint_changes {action.grasp_offset_head: true} (or build one with it)"
-            )
         self.trainable = apply_training_stage(self.model, cfg.stage)
         if self.fsdp:
             # DDP starts every rank from rank 0's weights (it broadcasts them); FSDP does not, so do it here.
@@ -308,45 +293,22 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------------
     # collate, forward_loss and optimizer_step are the parts of a step, public for the throughput benchmark
-    def collate(
-        self, examples: list[Example]
-    ) -> tuple[ModelInputs, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Examples -> (model inputs, normalized target chunks (B, N_c, 7), valid steps (B, N_c), grasp
-        offsets (B, 3) in metres, NaN where none) on the training device."""
+    def collate(self, examples: list[Example]) -> tuple[ModelInputs, torch.Tensor, torch.Tensor]:
+        """Examples -> (model inputs, normalized target chunks (B, N_c, 7), valid steps (B, N_c)) on the
+        training device."""
         inputs = self.pre.batch([e.inputs for e in examples]).to(self.device)
         targets = np.stack([self.pre.normalize_actions(e.actions) for e in examples])
         valid = np.stack([e.valid for e in examples])
-        offsets = np.stack([e.grasp_offset for e in examples]).astype(np.float32)
+        return inputs, torch.from_numpy(targets).to(self.device), torch.from_numpy(valid).to(self.device)
 
-        def on_device(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(array).to(self.device)
-
-        return inputs, on_device(targets), on_device(valid), on_device(offsets)
-
-    def forward_loss(
-        self,
-        inputs: ModelInputs,
-        targets: torch.Tensor,
-        valid: torch.Tensor,
-        grasp_offset: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The L1 action loss, plus grasp_offset_loss_weight x the grasp-offset head's L1 loss (in
-        GRASP_OFFSET_UNIT_M) over the examples that have a grasp ahead. Sets last_loss_parts."""
+    def forward_loss(self, inputs: ModelInputs, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The L1 action loss over the valid steps, each dimension weighted by action_loss_weights."""
         weights = valid
         if self.cfg.action_loss_weights is not None:
             dims = torch.tensor(self.cfg.action_loss_weights, dtype=torch.float32, device=valid.device)
             weights = valid.float()[..., None] * dims  # (B, N_c, 7)
         with autocast_context(self.device):
-            out = self.wrapped(inputs, targets, weights)
-        loss = out.loss
-        self.last_loss_parts = {"action_loss": float(loss.detach())}
-        if self.cfg.grasp_offset_loss_weight and grasp_offset is not None:
-            ahead = torch.isfinite(grasp_offset).all(-1)  # (B,)
-            err = (out.grasp_offset - grasp_offset.nan_to_num() / GRASP_OFFSET_UNIT_M).abs().mean(-1)
-            offset_loss = (err * ahead).sum() / ahead.sum().clamp_min(1)
-            loss = loss + self.cfg.grasp_offset_loss_weight * offset_loss
-            self.last_loss_parts["grasp_offset_loss"] = float(offset_loss.detach())
-        return loss
+            return self.wrapped(inputs, targets, weights).loss
 
     def optimizer_step(self) -> float:
         """Clip the gradients, step the optimizer and the schedule, clear the gradients; returns the norm
@@ -404,7 +366,7 @@ class Trainer:
         self.wrapped.train()
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
-            total, keys, parts = 0.0, [], {}
+            total, keys = 0.0, []
             for _ in range(cfg.grad_accum_steps):
                 self.epoch, self.consumed, examples = next(stream)
                 keys += [e.key for e in examples]
@@ -419,19 +381,17 @@ class Trainer:
                     )
                 (loss / cfg.grad_accum_steps).backward()
                 total += loss.item() / cfg.grad_accum_steps
-                for key, value in self.last_loss_parts.items():
-                    parts[key] = parts.get(key, 0.0) + value / cfg.grad_accum_steps
             grad_norm = self.optimizer_step()
             self.step += 1
             rate = cfg.batch_size * cfg.grad_accum_steps * self.world / (time.perf_counter() - t0)
             if self.rank == 0:
                 lr = self.scheduler.get_last_lr()[0]
                 record = {"step": self.step, "loss": total, "lr": lr, "grad_norm": grad_norm,
-                          "samples_per_s": rate, "epoch": self.epoch, **parts}  # fmt: skip
+                          "samples_per_s": rate, "epoch": self.epoch}  # fmt: skip
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 if self.step % cfg.log_every == 0 or self.step == 1:
-                    for key in ("loss", "lr", "grad_norm", "samples_per_s", *parts):
+                    for key in ("loss", "lr", "grad_norm", "samples_per_s"):
                         writer.add_scalar(f"train/{key}", record[key], self.step)
                 bar.set_postfix(loss=f"{total:.4f}", samples_s=f"{rate:.1f}", refresh=False)
                 bar.update(1)

@@ -6,7 +6,8 @@ period n starting at t_n:
      of t_n is final once period n - 1 is stepped, so the node renders it ahead);
   2. the policy answers with a chunk whose step k covers [t_n + k dt, t_n + (k + 1) dt);
   3. `step(t_n)`, called a fixed actuation delay after t_n: the action covering t_n from the chunk in
-     control (the newest, or a started one for its first `commit_steps` steps: ChunkTimeline) goes through
+     control (the newest, or a started one for its first `commit_steps` steps: ChunkTimeline, with the
+     chunk's own commit_steps unless the driver overrides them) goes through
      the SafetyFilter and moves the arm for one period. A chunk that arrives after the delay is not used
      for t_n (its step 0 is in the past); older chunks still cover t_n with their later steps.
 Chunks are admitted by the same rule as on the UR driver (`ChunkTimeline.add`, `ChunkRules`: frame, stamps in
@@ -64,8 +65,10 @@ class SimDriver:
         limits: SafetyLimits,
         image_size: int,
         rules: ChunkRules,
-        commit_steps: int = 0,
+        commit_steps: int | None = None,
     ) -> None:
+        """commit_steps: None executes each chunk by its own commit_steps (the checkpoint's); a number
+        overrides them."""
         self.env = TabletopEnv(replace(calibrated_config(config), image_sizes=(image_size,)), seed, split)
         self.image_size = int(image_size)
         self.period = self.env.config.action_space.dt

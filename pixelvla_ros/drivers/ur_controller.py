@@ -70,6 +70,7 @@ from pixelvla_ros.chunk_timeline import ChunkRefused, ChunkRules, ChunkTimeline,
 from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.safety import FilteredCommand, SafetyFilter, SafetyLimits
 from pixelvla_ros.ur5e import matrix_to_rotvec, rotvec_to_matrix
+from pixelvla_ros.ur_modes import ROBOT_MODE_NAMES, ROBOT_MODE_RUNNING, SAFETY_MODE_NAMES, SAFETY_MODES_OK
 
 __all__ = [
     "ChunkRefused",
@@ -94,18 +95,6 @@ RECEIVE_FIELDS = (
     "safety_status_bits",
     "runtime_state",
 )
-ROBOT_MODE_RUNNING = 7
-ROBOT_MODE_NAMES = {3: "POWER_OFF", 4: "POWER_ON", 5: "IDLE", 6: "BACKDRIVE", 7: "RUNNING"}
-SAFETY_MODES_OK = (1, 2)  # NORMAL, REDUCED
-SAFETY_MODE_NAMES = {
-    3: "PROTECTIVE_STOP",
-    4: "RECOVERY",
-    5: "SAFEGUARD_STOP",
-    6: "SYSTEM_EMERGENCY_STOP",
-    7: "ROBOT_EMERGENCY_STOP",
-    8: "VIOLATION",
-    9: "FAULT",
-}
 SCRIPT_START_TIMEOUT = 2.0  # s to wait for the re-uploaded control script to report PLAYING
 # How fast the state-age baseline may rise, s per s: the controller's clock may drift from this machine's by
 # far less (crystals: tens of ppm), a delay of the RTDE stream shows at once.
@@ -138,7 +127,8 @@ class UrDriverConfig:
     max_command_age: float = 0.5  # s: refuse chunks from older images; halt once the newest is older
     max_state_age: float = 0.03  # s: FAULT when the newest robot state is older (RTDE packets late or lost)
     realtime_priority: int = 0  # SCHED_FIFO priority of the control thread, 1-99 (0: normal scheduling)
-    commit_steps: int = 0  # a started chunk keeps control for this many steps (ChunkTimeline; 0: newest wins)
+    # steps a started chunk keeps control (ChunkTimeline; 0: newest wins); None: each chunk's own (checkpoint)
+    commit_steps: int | None = None
     limits: SafetyLimits = field(default_factory=SafetyLimits)
 
     def __post_init__(self) -> None:
@@ -158,7 +148,7 @@ class UrDriverConfig:
             ("max_command_age", self.max_command_age, 0.01, self.pose_history_s),
             ("max_state_age", self.max_state_age, 0.002, 1.0),
             ("realtime_priority", self.realtime_priority, 0, 99),
-            ("commit_steps", self.commit_steps, 0, 64),
+            ("commit_steps", 0 if self.commit_steps is None else self.commit_steps, 0, 64),
         )
         for name, value, lo, hi in checks:
             if not (math.isfinite(value) and lo <= value <= hi):

@@ -22,18 +22,11 @@ from pixelvla_ros.model.config import (
 )
 from pixelvla_ros.model.inputs import ModelInputs, PixelVLAOutput
 from pixelvla_ros.model.lora import STAGES, add_lora, apply_training_stage, has_lora, merge_lora
-from pixelvla_ros.model.pixelvla import (
-    GRASP_OFFSET_UNIT_M,
-    PixelVLA,
-    autocast_context,
-    build_model,
-    default_device,
-)
+from pixelvla_ros.model.pixelvla import PixelVLA, autocast_context, build_model, default_device
 from pixelvla_ros.model.tokenizer import ByteWordTokenizer, load_tokenizer
 from pixelvla_ros.prompts import PixelVLAInputError
 
 __all__ = [
-    "GRASP_OFFSET_UNIT_M",
     "PRESETS",
     "ActionHeadConfig",
     "ByteWordTokenizer",

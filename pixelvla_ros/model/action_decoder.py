@@ -18,27 +18,17 @@ class ResidualBlock(nn.Module):
 
 
 class ActionDecoder(nn.Module):
-    """linear -> N_r residual blocks (LayerNorm, Linear, skip) -> MLP -> (B, N_c, action_dim)."""
+    """linear -> N_r residual blocks (LayerNorm, Linear, skip) -> MLP -> (B, N_c, action_dim): one action
+    slot per step of the chunk."""
 
-    def __init__(
-        self,
-        llm_dim: int,
-        hidden: int,
-        num_blocks: int,
-        chunk_size: int,
-        action_dim: int,
-        per_dim: bool = False,
-    ):
+    def __init__(self, llm_dim: int, hidden: int, num_blocks: int, action_dim: int):
         super().__init__()
-        self.chunk_size, self.action_dim = chunk_size, action_dim
         self.inp = nn.Linear(llm_dim, hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(num_blocks)])
-        out = 1 if per_dim else action_dim  # per_dim: one slot per (step, dim) as in OpenVLA-OFT
         self.head = nn.Sequential(
-            nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out)
+            nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, action_dim)
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        # h: (B, S, D) hidden states of the S action slots (S = N_c or N_c*7)
-        y = self.head(self.blocks(self.inp(h)))  # (B, S, 7 or 1)
-        return y.reshape(h.shape[0], self.chunk_size, self.action_dim)  # (B, N_c, 7)
+        # h: (B, N_c, D) hidden states of the action slots
+        return self.head(self.blocks(self.inp(h)))  # (B, N_c, 7)

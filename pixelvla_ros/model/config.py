@@ -6,6 +6,7 @@ checkpoint rebuilds the architecture without the pretrained folders it was assem
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
@@ -139,24 +140,12 @@ class PromptEncoderConfig:
 class ActionHeadConfig:
     chunk_size: int = 8  # N_c
     action_dim: int = ACTION_DIM
-    slot_layout: str = (
-        "per_step"  # "per_step": N_c slots x 7 numbers; "per_dim" (OpenVLA-OFT): N_c*7 slots x 1
-    )
     hidden_dim: int = 256
     num_blocks: int = 2  # N_r residual blocks
-    # A linear head on the action slots that predicts where the next grasp happens relative to the TCP:
-    # an auxiliary training target (learning/training/data.py), not used when acting.
-    grasp_offset_head: bool = False
 
     def __post_init__(self) -> None:
-        if self.slot_layout not in ("per_step", "per_dim"):
-            raise ValueError(f"slot_layout must be 'per_step' or 'per_dim', got {self.slot_layout!r}")
         if self.chunk_size < 1 or self.action_dim != ACTION_DIM or self.hidden_dim < 1 or self.num_blocks < 0:
             raise ValueError(f"bad action head config {self}")
-
-    @property
-    def num_slots(self) -> int:
-        return self.chunk_size if self.slot_layout == "per_step" else self.chunk_size * self.action_dim
 
 
 @dataclass
@@ -223,7 +212,7 @@ class PixelVLAConfig:
             + self.prompt.num_tokens
             + (1 if self.proprio_dim else 0)
             + self.tokenizer.max_text_tokens
-            + self.action.num_slots
+            + self.action.chunk_size  # one action slot per step of the chunk
         )
 
     # --- serialisation -------------------------------------------------------------------------------
@@ -235,11 +224,45 @@ class PixelVLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PixelVLAConfig:
-        return _from_dict(cls, data)
+        """Rebuild from to_dict() output; a retired knob at its old "off" value is dropped, at any other
+        value refused (drop_retired)."""
+        return _from_dict(cls, drop_retired(data, RETIRED_MODEL_KNOBS, "checkpoint"))
 
     @classmethod
     def from_json(cls, text: str) -> PixelVLAConfig:
         return cls.from_dict(json.loads(text))
+
+
+# Knobs of experiments that were not kept (docs/experiments.md), removed in issue 18, each with the value
+# that meant "off". Files written before then still name them.
+RETIRED_IN, LAST_COMMIT_WITH_RETIRED = "issue 18", "cb1d7b1"
+RETIRED_MODEL_KNOBS: dict[str, Any] = {"action.grasp_offset_head": False, "action.slot_layout": "per_step"}
+
+
+def drop_retired(data: dict[str, Any], retired: dict[str, Any], what: str) -> dict[str, Any]:
+    """A copy of `data` without the retired knobs it names at their off value; `retired` has dotted keys,
+    found in nested mappings or as dotted keys themselves (init_checkpoint_changes). Raises ValueError
+    naming the knob if it is set to anything else: `what` (e.g. "checkpoint") was made with code this
+    package no longer has."""
+    out = copy.deepcopy(data)
+    for key, off in retired.items():
+        *parents, leaf = key.split(".")
+        node = out
+        if key in out:
+            leaf = key
+        else:
+            for parent in parents:
+                node = node.get(parent) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        if value != off:
+            raise ValueError(
+                f"{key} was retired ({RETIRED_IN}; docs/experiments.md), and this {what} sets it to "
+                f"{value!r} (off: {off!r}): it needs pixelvla_ros at commit {LAST_COMMIT_WITH_RETIRED} or "
+                "earlier"
+            )
+    return out
 
 
 def _from_dict(cls: type, data: Any) -> Any:
@@ -274,9 +297,7 @@ def _convert(tp: Any, value: Any) -> Any:
 
 
 # --- presets -------------------------------------------------------------------------------------------
-def tiny_config(
-    image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7, grasp_offset_head: bool = False
-) -> PixelVLAConfig:
+def tiny_config(image_size: int = 64, chunk_size: int = 8, proprio_dim: int = 7) -> PixelVLAConfig:
     """~4-5M parameters: SigLIP-style tower (4 layers, width 192, patch 8) + Llama-style LM (4 layers,
     width 256). Trains on 2 CPU cores in minutes; ~10 ms per forward there."""
     from pixelvla_ros.model.tokenizer import ByteWordTokenizer
@@ -319,9 +340,7 @@ def tiny_config(
             slots=PromptSlots(max_points=4, max_lines=1, line_points=4, max_boxes=1, max_masks=1),
             mask_centroid=True,
         ),
-        action=ActionHeadConfig(
-            chunk_size=chunk_size, hidden_dim=256, num_blocks=2, grasp_offset_head=grasp_offset_head
-        ),
+        action=ActionHeadConfig(chunk_size=chunk_size, hidden_dim=256, num_blocks=2),
         proprio_dim=proprio_dim,
         lora=LoraSettings(rank=8, alpha=16),
         name="tiny",

@@ -51,7 +51,7 @@ def merge_lora(model: PixelVLA) -> PixelVLA:
 
 def _modules_for_stage(model: PixelVLA, stage: str) -> list[nn.Module | nn.Parameter]:
     head = [model.action_decoder, model.action_queries]
-    head += [m for m in (model.proprio_encoder, model.grasp_offset_head) if m is not None]
+    head += [model.proprio_encoder] if model.proprio_encoder is not None else []
     if stage == "stage1":
         return head
     if stage == "stage2":

@@ -25,7 +25,6 @@ from pixelvla_ros.model.vision import Projector, VisionBackbone, resolve_pretrai
 from pixelvla_ros.prompts import PixelVLAInputError
 
 BLOCK_CAUSAL, BLOCK_PROMPT, BLOCK_ACTION = 0, 1, 2
-GRASP_OFFSET_UNIT_M = 0.1  # the grasp-offset head predicts metres / this: about unit spread on a tabletop
 
 
 def default_device() -> torch.device:
@@ -104,14 +103,9 @@ class PixelVLA(nn.Module):
             nn.init.zeros_(self.anchor_encoder[2].weight)
             nn.init.zeros_(self.anchor_encoder[2].bias)
         self.llm = build_llm(cfg, load_pretrained)
-        self.action_queries = nn.Parameter(torch.randn(cfg.action.num_slots, D) * 0.02)  # (A, D)
+        self.action_queries = nn.Parameter(torch.randn(cfg.action.chunk_size, D) * 0.02)  # (A, D)
         a = cfg.action
-        self.action_decoder = ActionDecoder(
-            D, a.hidden_dim, a.num_blocks, a.chunk_size, a.action_dim, per_dim=a.slot_layout == "per_dim"
-        )
-        self.grasp_offset_head = (
-            nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 3)) if a.grasp_offset_head else None
-        )
+        self.action_decoder = ActionDecoder(D, a.hidden_dim, a.num_blocks, a.action_dim)
         self._static_cache: dict = {}
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -130,7 +124,7 @@ class PixelVLA(nn.Module):
             n_pre = c.num_image_tokens + c.pixel.num_levels * c.pixel.max_object_masks
             S = self.prompt_encoder.num_tokens
             n_mid = (1 if c.proprio_dim else 0) + c.tokenizer.max_text_tokens
-            A = c.action.num_slots
+            A = c.action.chunk_size
             block = torch.cat(
                 [
                     torch.full((n_pre,), BLOCK_CAUSAL),
@@ -242,9 +236,6 @@ class PixelVLA(nn.Module):
         h = self.llm(inputs_embeds=seq, attention_mask=mask, position_ids=position_ids, use_cache=False)
         h = h.last_hidden_state[:, -e_a.shape[1] :]  # (B, A, D)
         pred = self.action_decoder(h).float()  # (B, N_c, 7)
-        offset = None  # (B, 3) where the next grasp is, from the pooled action slots
-        if self.grasp_offset_head is not None:
-            offset = self.grasp_offset_head(h.mean(1)).float()
         loss = None
         if actions is not None:
             if actions.shape != pred.shape:
@@ -258,7 +249,7 @@ class PixelVLA(nn.Module):
                 loss = (err * w).sum() / w.sum().clamp_min(1.0)
             else:
                 loss = err.mean()
-        return PixelVLAOutput(actions=pred, loss=loss, grasp_offset=offset)
+        return PixelVLAOutput(actions=pred, loss=loss)
 
     @torch.inference_mode()
     def predict(self, x: ModelInputs) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelvla_ros.model.config import PromptEncoderConfig
-from pixelvla_ros.prompts import PromptTensors
+from pixelvla_ros.model.inputs import PromptTensors
 
 T_POINT, T_LINE, T_BOX_TL, T_BOX_BR, T_MASK = range(5)
 

@@ -23,7 +23,7 @@ from pixelvla_ros.prompts import PromptSlots, VisualPrompt
 MODES = ("text", "text_mask", "text_prompts", "prompts_only", "all")
 
 
-def micro_config(proprio_dim: int = 7, slot_layout: str = "per_step", attn: str = "sdpa") -> PixelVLAConfig:
+def micro_config(proprio_dim: int = 7, attn: str = "sdpa") -> PixelVLAConfig:
     """A ~0.5M-parameter model (32 px images, 2-layer tower and LM) for fast tests."""
     return PixelVLAConfig(
         vision=[
@@ -51,7 +51,7 @@ def micro_config(proprio_dim: int = 7, slot_layout: str = "per_step", attn: str 
             dim=32, slots=PromptSlots(max_points=3, max_lines=1, line_points=4, max_boxes=1, max_masks=1),
             mask_channels=8,
         ),
-        action=ActionHeadConfig(chunk_size=4, hidden_dim=64, num_blocks=2, slot_layout=slot_layout),
+        action=ActionHeadConfig(chunk_size=4, hidden_dim=64, num_blocks=2),
         proprio_dim=proprio_dim,
         lora=LoraSettings(rank=4, alpha=8),
         name="micro",

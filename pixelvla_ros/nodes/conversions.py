@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Vector3
-from sensor_msgs.msg import CameraInfo, Image
+from geometry_msgs.msg import PoseStamped, Vector3
+from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.chunk_timeline import TimedChunk
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
 from pixelvla_ros.prompts import BOX, LINE, MASK, POINT, PixelVLAInputError, VisualPrompt
+from pixelvla_ros.ur5e import JOINT_NAMES, matrix_to_quaternion
 
 try:  # ROS 2's cv_bridge (see the module docstring for why it is optional)
     from cv_bridge import CvBridge
@@ -133,6 +134,23 @@ def model_to_camera_info(model: CameraModel, stamp: Time) -> CameraInfo:
     return msg
 
 
+def pose_msg(T: np.ndarray, stamp: Time, frame_id: str) -> PoseStamped:
+    """PoseStamped of a 4x4 homogeneous transform (the pose of a frame in `frame_id`)."""
+    msg = PoseStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in T[:3, 3])
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = matrix_to_quaternion(T[:3, :3])
+    return msg
+
+
+def joint_state_msg(q: np.ndarray, gripper: float, stamp: Time) -> JointState:
+    """JointState of the six UR joint positions (rad) and the gripper command (0 open .. 1 closed)."""
+    msg = JointState(name=[*JOINT_NAMES, "gripper"], position=[*(float(v) for v in q), float(gripper)])
+    msg.header.stamp = stamp
+    return msg
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Visual prompts
 # ---------------------------------------------------------------------------------------------------------
@@ -223,10 +241,22 @@ def prompt_to_msg(
 # Action chunks
 # ---------------------------------------------------------------------------------------------------------
 def chunk_to_msg(
-    actions: np.ndarray, source_stamp: Time, dt: float, frame_id: str, stamp: Time, model_latency: float
+    actions: np.ndarray,
+    source_stamp: Time,
+    dt: float,
+    frame_id: str,
+    stamp: Time,
+    model_latency: float,
+    commit_steps: int = 0,
 ) -> ActionChunk:
+    """ActionChunk of (N, 7) actions; commit_steps: the checkpoint's (0: a newer chunk takes over at once)."""
     a = np.asarray(actions, dtype=np.float64)
-    msg = ActionChunk(source_image_stamp=source_stamp, dt=float(dt), model_latency=float(model_latency))
+    msg = ActionChunk(
+        source_image_stamp=source_stamp,
+        dt=float(dt),
+        commit_steps=int(commit_steps),
+        model_latency=float(model_latency),
+    )
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     msg.translation = [Vector3(x=float(x), y=float(y), z=float(z)) for x, y, z in a[:, 0:3]]
     msg.rotation = [Vector3(x=float(x), y=float(y), z=float(z)) for x, y, z in a[:, 3:6]]
@@ -251,6 +281,12 @@ def chunk_from_msg(msg: ActionChunk) -> TimedChunk:
         dtype=np.float64,
     )
     try:
-        return TimedChunk(stamp_to_sec(msg.source_image_stamp), float(msg.dt), actions, msg.header.frame_id)
+        return TimedChunk(
+            stamp_to_sec(msg.source_image_stamp),
+            float(msg.dt),
+            actions,
+            msg.header.frame_id,
+            int(msg.commit_steps),
+        )
     except ValueError as e:
         raise MessageError(str(e)) from None

@@ -167,7 +167,8 @@ class PolicyNode(Node):
         self.policy = policy
         self.get_logger().info(
             f"PixelVLA from {policy.checkpoint} on {policy.device}: chunks of {policy.chunk_size} x "
-            f"{policy.chunk_times()[1] - policy.chunk_times()[0]:.3f} s"
+            f"{policy.chunk_times()[1] - policy.chunk_times()[0]:.3f} s, {policy.commit_steps} steps each "
+            "before a newer one takes over (the checkpoint's commit_steps, sent with every chunk)"
         )
 
         self.lock = threading.Lock()
@@ -390,7 +391,13 @@ class PolicyNode(Node):
         now_msg = self.get_clock().now().to_msg()
         self.pub_chunk.publish(
             chunk_to_msg(
-                result.actions, frame.header.stamp, result.dt, self.base_frame, now_msg, result.total_s
+                result.actions,
+                frame.header.stamp,
+                result.dt,
+                self.base_frame,
+                now_msg,
+                result.total_s,
+                self.policy.commit_steps,
             )
         )
         twist = TwistStamped()

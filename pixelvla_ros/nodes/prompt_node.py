@@ -1,6 +1,7 @@
 """prompt_node: RViz and rqt_image_view clicks -> pixelvla_ros/VisualPrompt, prompt markers and an overlay.
 
-    ros2 run pixelvla_ros prompt_node --ros-args --params-file config/prompt_node.yaml
+    ros2 run pixelvla_ros prompt_node --ros-args \\
+        --params-file config/prompt_node.yaml --params-file config/camera.yaml
 
 Subscribes
   <image_topic> (sensor_msgs/Image, sensor QoS)           the newest valid frame is the one prompted
@@ -81,6 +82,7 @@ from pixelvla_ros.nodes.params import declare
 from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.overlay import commanded_path, render_overlay
 from pixelvla_ros.prompts import MASK, VisualPrompt
+from pixelvla_ros.segmentation import ColourRegionSegmenter
 
 try:  # tf2_ros comes with a ROS install, not from PyPI
     from tf2_ros import Buffer, TransformException, TransformListener
@@ -204,16 +206,7 @@ class PromptNode(Node):
         elif use_tf:
             self._tf_buffer = Buffer()
             self._tf_listener = TransformListener(self._tf_buffer, self)
-        self._segmenter = None
-        if click_to_mask:
-            try:  # learning/ is optional at run time; the core never imports it, a node may
-                from pixelvla_ros.learning.annotation.stages import ColourRegionSegmenter
-
-                self._segmenter = ColourRegionSegmenter()
-            except ImportError as e:
-                self.get_logger().error(
-                    f"click_to_mask: cannot import the annotation pipeline ({e}); publishing points"
-                )
+        self._segmenter = ColourRegionSegmenter() if click_to_mask else None
 
         self._frame: _Frame | None = None
         self._camera: CameraModel | None = None  # intrinsics only; the pose is attached per image

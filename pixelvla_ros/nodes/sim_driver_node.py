@@ -13,7 +13,6 @@ import json
 import threading
 import time
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
@@ -23,13 +22,14 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from pixelvla_ros import ur5e
-from pixelvla_ros.chunk_timeline import ChunkRules
+from pixelvla_ros.chunk_timeline import ChunkRules, commit_override
 from pixelvla_ros.drivers.sim_driver import SimArmState, SimDriver
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.nodes.conversions import (
     chunk_from_msg,
+    joint_state_msg,
     model_to_camera_info,
+    pose_msg,
     rgb_to_image,
     sec_to_stamp,
 )
@@ -40,26 +40,6 @@ from pixelvla_ros.sim.seeds import episode_seed
 from pixelvla_ros.sim.tasks import FAMILIES, TaskConfig
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def pose_msg(T: np.ndarray, stamp, frame_id: str) -> PoseStamped:  # noqa: ANN001 - builtin_interfaces Time
-    msg = PoseStamped()
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in T[:3, 3])
-    x, y, z, w = ur5e.matrix_to_quaternion(T[:3, :3])
-    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = (
-        x,
-        y,
-        z,
-        w,
-    )
-    return msg
-
-
-def joint_state_msg(q: np.ndarray, gripper: float, stamp) -> JointState:  # noqa: ANN001
-    msg = JointState(name=[*ur5e.JOINT_NAMES, "gripper"], position=[*(float(v) for v in q), float(gripper)])
-    msg.header.stamp = stamp
-    return msg
 
 
 class SimDriverNode(Node):
@@ -100,9 +80,10 @@ class SimDriverNode(Node):
         commit_steps = declare(
             self,
             "commit_steps",
-            4,
-            "a started chunk keeps control for this many steps, then the newest takes over (0: newest wins)",
-            integer=(0, 64),
+            -1,
+            "steps a started chunk keeps control before the newest takes over (0: newest wins); "
+            "-1: the chunk's own, how the checkpoint was evaluated",
+            integer=(-1, 64),
         )
         limits = SafetyLimits(
             max_linear_speed=declare(self, "safety.max_linear_speed", 0.5, "m/s", floating=(0.01, 2.0)),
@@ -125,9 +106,8 @@ class SimDriverNode(Node):
         if split not in ("eval", "train"):
             raise ValueError(f"split must be eval or train, got {split!r}")
         self.seed = episode_seed(split, episode)
-        self.driver = SimDriver(
-            TaskConfig(family=family), self.seed, split, limits, size, rules, commit_steps
-        )
+        override = None if commit_steps < 0 else commit_steps
+        self.driver = SimDriver(TaskConfig(family=family), self.seed, split, limits, size, rules, override)
         self.reset_requested = threading.Event()  # the control thread owns the simulator and its GL context
         self.reset_requested.set()
         self.lock = threading.Lock()
@@ -154,6 +134,9 @@ class SimDriverNode(Node):
     def on_chunk(self, msg: ActionChunk) -> None:
         try:
             chunk = chunk_from_msg(msg)
+            note = commit_override(self.driver.timeline.commit_steps, chunk)
+            if note:
+                self.get_logger().warn(note, once=True)
             with self.lock:
                 self.driver.add_chunk(chunk, self.get_clock().now().nanoseconds * 1e-9)
             self.chunks_accepted += 1

@@ -21,8 +21,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -32,10 +30,17 @@ from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 
 from pixelvla_ros import ur5e
+from pixelvla_ros.chunk_timeline import commit_override
 from pixelvla_ros.drivers.ur_controller import DriverState, UrDriverConfig, UrDriverStatus
 from pixelvla_ros.drivers.ur_process import UrControllerProcess
 from pixelvla_ros.msg import ActionChunk
-from pixelvla_ros.nodes.conversions import MessageError, chunk_from_msg, sec_to_stamp
+from pixelvla_ros.nodes.conversions import (
+    MessageError,
+    chunk_from_msg,
+    joint_state_msg,
+    pose_msg,
+    sec_to_stamp,
+)
 from pixelvla_ros.nodes.params import declare
 from pixelvla_ros.nodes.run import run_node
 from pixelvla_ros.safety import SafetyLimits
@@ -133,9 +138,10 @@ PARAMETERS = (
     ),
     Param(
         "commit_steps",
-        4,  # as the packaged checkpoint was evaluated (evaluate --execute-steps 4)
-        "a started chunk keeps control for this many steps, then the newest takes over (0: newest wins)",
-        integer=(0, 64),
+        -1,  # None in the core
+        "steps a started chunk keeps control before the newest takes over (0: newest wins); "
+        "-1: the chunk's own, how the checkpoint was evaluated",
+        integer=(-1, 64),
     ),
     Param(
         "state_publish_rate",
@@ -199,16 +205,6 @@ LEVELS = {
 }
 
 
-def pose_msg(pose: np.ndarray, stamp: Time, frame_id: str) -> PoseStamped:
-    """PoseStamped from a UR pose [x, y, z, rx, ry, rz] (rotation vector)."""
-    msg = PoseStamped()
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pose[:3])
-    o = msg.pose.orientation
-    o.x, o.y, o.z, o.w = ur5e.matrix_to_quaternion(ur5e.rotvec_to_matrix(pose[3:6]))
-    return msg
-
-
 class UrDriverNode(Node):
     def __init__(self) -> None:
         super().__init__("ur_driver")
@@ -243,7 +239,7 @@ class UrDriverNode(Node):
             reconnect_backoff_min=p["reconnect.backoff_min"],
             reconnect_backoff_max=p["reconnect.backoff_max"],
             realtime_priority=p["realtime_priority"],
-            commit_steps=p["commit_steps"],
+            commit_steps=None if p["commit_steps"] < 0 else p["commit_steps"],
             base_frame=p["base_frame"],
             max_stamp_lead=p["max_stamp_lead"],
             max_command_age=p["max_command_age"],
@@ -280,7 +276,11 @@ class UrDriverNode(Node):
 
     def on_chunk(self, msg: ActionChunk) -> None:
         try:
-            self.driver.submit(chunk_from_msg(msg))
+            chunk = chunk_from_msg(msg)
+            note = commit_override(self.driver.config.commit_steps, chunk)
+            if note:
+                self.get_logger().warn(note, once=True)
+            self.driver.submit(chunk)
         except (
             ValueError
         ) as e:  # MessageError, or refused by the core (ChunkRefused, UnsafeChunkError: counted)
@@ -304,13 +304,10 @@ class UrDriverNode(Node):
         if s.measured_pose is None:
             return
         stamp = sec_to_stamp(s.measured_time)
-        self.pub_pose.publish(pose_msg(s.measured_pose, stamp, self.base_frame))
-        joints = JointState(
-            name=[*ur5e.JOINT_NAMES, "gripper"],
-            position=[*(float(v) for v in s.measured_q), float(s.gripper_command)],
-        )
-        joints.header.stamp = stamp
-        self.pub_joints.publish(joints)
+        p = s.measured_pose  # UR pose [x, y, z, rx, ry, rz] (rotation vector)
+        T_base_tcp = ur5e.make_pose(ur5e.rotvec_to_matrix(p[3:6]), p[:3])
+        self.pub_pose.publish(pose_msg(T_base_tcp, stamp, self.base_frame))
+        self.pub_joints.publish(joint_state_msg(s.measured_q, s.gripper_command, stamp))
         self.pub_gripper.publish(Float64(data=float(s.gripper_command)))
 
     def publish_diagnostics(self) -> None:

@@ -45,6 +45,7 @@ from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.reliability.report import DrillRow
 from pixelvla_ros.ur_emulator import EmulatorProcess, free_loopback_host
 from pixelvla_ros.ur_emulator.testing import DashboardHooks
+from pixelvla_ros.ur_modes import RUNTIME_STOPPED, SAFETY_NORMAL
 
 # The node's parameters as test/test_ur_driver.py runs it: a loaded 2-core machine can miss 100 ms in the
 # driver or in the (Python) emulator, which would trip the default watchdog or state age mid-drill.
@@ -62,8 +63,6 @@ STEP_M, STEP_DT = 3e-3, 0.1  # the chunks' motion: 3 mm per 0.1 s step
 MOVE_STEPS = 20  # the chunk a fault interrupts (2 s; the fault comes within its first 0.3 s)
 SURVIVAL_STEPS = 5
 X_CENTER = 0.5  # chunks move along x towards the middle of the default workspace box (x 0.2 - 0.8)
-RUNTIME_STOPPED, RUNTIME_PLAYING = 1, 2
-SAFETY_NORMAL = 1
 NODE_START_TIMEOUT_S = 60.0  # the node spawns its RTDE client process, which imports numpy and ur_rtde
 POLL_S = 0.03
 

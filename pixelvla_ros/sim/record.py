@@ -17,10 +17,11 @@ when its own grasp is off.
 
 ``--policy CKPT`` records DAgger-style demonstrations (Ross et al., 2011): a learned policy (text and the
 target's projected centre point, as the evaluation's text_point mode, a new chunk every
-``--policy-execute-steps``) drives while the expert approaches and descends, and the recorded ``action``
-stays the expert's. At the policy's first close command, an invalid chunk, or the expert's own close, the
-expert takes over to the end. The episode then holds the states the policy itself reaches before a grasp
-(where its grasp position is off), labelled with the expert's way from there.
+``--policy-execute-steps``, by default the checkpoint's commit_steps) drives while the expert approaches
+and descends, and the recorded ``action`` stays the expert's. At the policy's first close command, an
+invalid chunk, or the expert's own close, the expert takes over to the end. The episode then holds the
+states the policy itself reaches before a grasp (where its grasp position is off), labelled with the
+expert's way from there.
 
 On-disk layout (format "pixelvla_sim_demos", version 1)
 -------------------------------------------------------
@@ -80,6 +81,7 @@ import imageio.v2 as imageio  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk  # noqa: E402
 from pixelvla_ros.sim.env import Observation, TabletopEnv  # noqa: E402
 from pixelvla_ros.sim.expert import ScriptedExpert  # noqa: E402
 from pixelvla_ros.sim.seeds import SPLITS, episode_seed  # noqa: E402
@@ -150,12 +152,12 @@ class PolicyExecution:
     """One episode driven by a learned policy until the expert takes over (see the module docstring)."""
 
     def __init__(self, policy: Any, execute_steps: int, env: TabletopEnv, stream: str) -> None:
-        from pixelvla_ros.policy import ChunkExecutor
         from pixelvla_ros.preprocessing import state_proprio
         from pixelvla_ros.prompts import VisualPrompt
 
         self.policy, self.stream, self.state_proprio = policy, stream, state_proprio
-        self.executor = ChunkExecutor(policy.chunk_size, execute_steps)
+        self.timeline = ChunkTimeline(commit_steps=execute_steps)  # executed as evaluate does
+        self.dt = env.config.action_space.dt  # control step t is time t * dt
         camera, size = stream.rsplit("_", 1)
         self.prompts = [VisualPrompt.point([env.prompt_point(env.task.target, camera, int(size))])]
         self.camera = env.camera_info(camera, int(size))
@@ -167,16 +169,15 @@ class PolicyExecution:
         """The action to execute at ``obs``: the policy's, or the expert's ``action`` after the handover."""
         t, self.step = self.step, self.step + 1
         if self.handover_step is None and expert.phase in ("approach", "descend"):
-            if self.executor.needs_query(t):
+            now = t * self.dt
+            if self.timeline.due(now):
                 proprio = self.state_proprio(obs.ee_pos, obs.gripper) if self.policy.proprio_dim else None
                 chunk = self.policy.predict_chunk(
                     obs.images[self.stream], self.instruction, self.prompts, None, proprio, self.camera
                 )
                 if chunk.valid:
-                    self.executor.add_chunk(chunk.actions, t)
-                else:
-                    self.executor.skip_query(t)
-            policy_action = self.executor.action(t)
+                    self.timeline.add(TimedChunk(now, self.dt, chunk.actions), now)
+            policy_action = self.timeline.action_at(now)
             if policy_action is not None and policy_action[6] <= 0.5:
                 return policy_action
         if self.handover_step is None:
@@ -382,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--policy", type=Path, metavar="CKPT", help="DAgger: this checkpoint drives, the expert labels"
     )
-    ap.add_argument("--policy-execute-steps", type=int, default=4, help="a new chunk every N steps")
+    ap.add_argument(
+        "--policy-execute-steps", type=int, help="a new chunk every N steps (default: the checkpoint's)"
+    )
     args = ap.parse_args(argv)
     if args.policy is not None and args.action_noise is not None:
         ap.error("give --policy or --action-noise, not both")
@@ -391,9 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         from pixelvla_ros.policy import Policy
 
         loaded = Policy.from_checkpoint(args.policy)
-        if not 1 <= args.policy_execute_steps <= loaded.chunk_size:
+        execute = args.policy_execute_steps or loaded.commit_steps
+        if not 1 <= execute <= loaded.chunk_size:
             ap.error(f"--policy-execute-steps must be in [1, {loaded.chunk_size}]")
-        policy = (loaded, str(args.policy), args.policy_execute_steps)
+        policy = (loaded, str(args.policy), execute)
     noise = (
         None
         if args.action_noise is None

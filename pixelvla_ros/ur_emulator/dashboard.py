@@ -13,7 +13,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from pixelvla_ros.ur_emulator import robot_state as rs
+from pixelvla_ros import ur_modes
 from pixelvla_ros.ur_emulator.tcp_server import ThreadedTcpServer
 
 if TYPE_CHECKING:
@@ -87,19 +87,19 @@ class DashboardServer(ThreadedTcpServer):
             if low == "get robot model":
                 return "UR5", False
             if low == "robotmode":
-                return f"Robotmode: {rs.ROBOT_MODE_NAMES.get(st.robot_mode, 'UNKNOWN')}", False
+                return f"Robotmode: {ur_modes.ROBOT_MODE_NAMES.get(st.robot_mode, 'UNKNOWN')}", False
             if low == "safetymode":
-                return f"Safetymode: {rs.SAFETY_MODE_NAMES.get(st.safety_mode, 'UNKNOWN')}", False
+                return f"Safetymode: {ur_modes.SAFETY_MODE_NAMES.get(st.safety_mode, 'UNKNOWN')}", False
             if low == "safetystatus":
-                return f"Safetystatus: {rs.SAFETY_MODE_NAMES.get(st.safety_mode, 'UNKNOWN')}", False
+                return f"Safetystatus: {ur_modes.SAFETY_MODE_NAMES.get(st.safety_mode, 'UNKNOWN')}", False
             if low == "programstate":
-                state = {rs.RUNTIME_PLAYING: "PLAYING", rs.RUNTIME_PAUSED: "PAUSED"}.get(
+                state = {ur_modes.RUNTIME_PLAYING: "PLAYING", ur_modes.RUNTIME_PAUSED: "PAUSED"}.get(
                     st.runtime_state, "STOPPED"
                 )
                 return f"{state} {st.program_name}", False
             if low == "running":
                 return (
-                    f"Program running: {'true' if st.runtime_state == rs.RUNTIME_PLAYING else 'false'}",
+                    f"Program running: {'true' if st.runtime_state == ur_modes.RUNTIME_PLAYING else 'false'}",
                     False,
                 )
             if low == "is in remote control":
@@ -109,16 +109,16 @@ class DashboardServer(ThreadedTcpServer):
             if low == "power on":
                 if st.emergency_stopped:
                     return "Failed to execute: power on (emergency stop active)", False
-                if st.robot_mode == rs.ROBOT_MODE_POWER_OFF:
-                    st.robot_mode = rs.ROBOT_MODE_IDLE
+                if st.robot_mode == ur_modes.ROBOT_MODE_POWER_OFF:
+                    st.robot_mode = ur_modes.ROBOT_MODE_IDLE
                 return "Powering on", False
             if low == "power off":
                 emu.power_off("dashboard power off")
                 return "Powering off", False
             if low == "brake release":
-                if st.robot_mode == rs.ROBOT_MODE_POWER_OFF or st.emergency_stopped:
+                if st.robot_mode == ur_modes.ROBOT_MODE_POWER_OFF or st.emergency_stopped:
                     return "Failed to execute: brake release (robot is powered off)", False
-                st.robot_mode = rs.ROBOT_MODE_RUNNING
+                st.robot_mode = ur_modes.ROBOT_MODE_RUNNING
                 return "Brake releasing", False
             if low == "unlock protective stop":
                 return emu.unlock_protective_stop(), False
@@ -137,8 +137,8 @@ class DashboardServer(ThreadedTcpServer):
                 emu.stop_program("dashboard stop", level=logging.INFO)
                 return "Stopped", False
             if low == "pause":
-                if st.runtime_state == rs.RUNTIME_PLAYING:
-                    st.runtime_state = rs.RUNTIME_PAUSED
+                if st.runtime_state == ur_modes.RUNTIME_PLAYING:
+                    st.runtime_state = ur_modes.RUNTIME_PAUSED
                     st.soft_stop()
                     return "Pausing program", False
                 return "Failed to execute: pause", False

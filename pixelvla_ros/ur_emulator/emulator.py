@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pixelvla_ros import ur_modes
 from pixelvla_ros.realtime import make_thread_realtime
 from pixelvla_ros.ur_emulator import robot_state as rs
 from pixelvla_ros.ur_emulator import rtde_protocol as rp
@@ -188,7 +189,7 @@ class Emulator:
                 st = self.state
                 if dt > 0:
                     st.step(dt)
-                if self.program is not None and st.runtime_state == rs.RUNTIME_PLAYING:
+                if self.program is not None and st.runtime_state == ur_modes.RUNTIME_PLAYING:
                     try:
                         self.program.tick(next_t)
                     except Exception:  # noqa: BLE001 - a bug in the emulation must not kill the controller
@@ -239,11 +240,11 @@ class Emulator:
             "robot_status_bits": st.robot_status_bits(),
             "safety_status_bits": st.safety_status_bits(),
             "joint_mode": (
-                rs.JOINT_MODE_RUNNING
-                if st.robot_mode == rs.ROBOT_MODE_RUNNING
-                else rs.JOINT_MODE_IDLE
+                ur_modes.JOINT_MODE_RUNNING
+                if st.robot_mode == ur_modes.ROBOT_MODE_RUNNING
+                else ur_modes.JOINT_MODE_IDLE
                 if st.powered
-                else rs.JOINT_MODE_POWER_OFF,
+                else ur_modes.JOINT_MODE_POWER_OFF,
             )
             * 6,
             "speed_scaling": st.speed_fraction,
@@ -359,15 +360,15 @@ class Emulator:
         self.record("script", port=port, program=name, size=len(text), offset=int_off)
         with self.lock:
             st = self.state
-            if self.program is not None or st.runtime_state == rs.RUNTIME_PLAYING:
+            if self.program is not None or st.runtime_state == ur_modes.RUNTIME_PLAYING:
                 self.stop_program(f"new program {name!r} received on port {port}", level=logging.INFO)
             if not st.can_move():
                 log.error(
                     "refusing to start program %r: robot_mode %s, safety_mode %s (power on, release the "
                     "brakes and clear stops first)",
                     name,
-                    rs.ROBOT_MODE_NAMES.get(st.robot_mode),
-                    rs.SAFETY_MODE_NAMES.get(st.safety_mode),
+                    ur_modes.ROBOT_MODE_NAMES.get(st.robot_mode),
+                    ur_modes.SAFETY_MODE_NAMES.get(st.safety_mode),
                 )
                 return
             custom = _CUSTOM_FN.search(text)
@@ -411,31 +412,31 @@ class Emulator:
                 return
             self.last_program_text = text
             st.program_name = name
-            st.runtime_state = rs.RUNTIME_PLAYING
+            st.runtime_state = ur_modes.RUNTIME_PLAYING
 
     def stop_program(self, reason: str, level: int = logging.WARNING) -> None:
         with self.lock:
             st = self.state
-            if st.runtime_state != rs.RUNTIME_STOPPED or self.program is not None:
+            if st.runtime_state != ur_modes.RUNTIME_STOPPED or self.program is not None:
                 log.log(level, "program %r stopped: %s", st.program_name, reason)
                 self.record("program_stopped", reason=reason)
             self.program = None
-            st.runtime_state = rs.RUNTIME_STOPPED
+            st.runtime_state = ur_modes.RUNTIME_STOPPED
             if not isinstance(st.motion, (rs.Idle, rs.Stop)):
                 st.soft_stop()
 
     def play(self) -> str:
         with self.lock:
             st = self.state
-            if st.runtime_state == rs.RUNTIME_PAUSED:
-                st.runtime_state = rs.RUNTIME_PLAYING
+            if st.runtime_state == ur_modes.RUNTIME_PAUSED:
+                st.runtime_state = ur_modes.RUNTIME_PLAYING
                 return "Starting program"
             if not st.loaded_program:
                 return "Failed to execute: play"
             if not st.can_move():
                 return "Failed to execute: play"
             st.program_name = st.loaded_program
-            st.runtime_state = rs.RUNTIME_PLAYING
+            st.runtime_state = ur_modes.RUNTIME_PLAYING
             self.program = None  # a loaded .urp is not interpreted: it just "runs"
             return "Starting program"
 
@@ -444,7 +445,7 @@ class Emulator:
         with self.lock:
             st = self.state
             log.warning("PROTECTIVE STOP: %s", reason)
-            st.safety_mode = rs.SAFETY_PROTECTIVE_STOP
+            st.safety_mode = ur_modes.SAFETY_PROTECTIVE_STOP
             st.protective_stop_time = time.monotonic()
             st.halt()
             self.stop_program(f"protective stop ({reason})")
@@ -461,7 +462,7 @@ class Emulator:
                         "Cannot unlock protective stop until 5s after occurrence. Always inspect cause of "
                         "protective stop before unlocking"
                     )
-                st.safety_mode = rs.SAFETY_NORMAL
+                st.safety_mode = ur_modes.SAFETY_NORMAL
                 log.info("protective stop unlocked")
             return "Protective stop releasing"
 
@@ -469,34 +470,34 @@ class Emulator:
         with self.lock:
             st = self.state
             log.warning("EMERGENCY STOP: %s", reason)
-            st.safety_mode = rs.SAFETY_ROBOT_EMERGENCY_STOP
+            st.safety_mode = ur_modes.SAFETY_ROBOT_EMERGENCY_STOP
             st.halt()
             self.stop_program(f"emergency stop ({reason})")
-            st.robot_mode = rs.ROBOT_MODE_POWER_OFF
+            st.robot_mode = ur_modes.ROBOT_MODE_POWER_OFF
             self.record("emergency_stop", reason=reason)
 
     def release_emergency_stop(self) -> None:
         with self.lock:
             st = self.state
             if st.emergency_stopped:
-                st.safety_mode = rs.SAFETY_NORMAL
+                st.safety_mode = ur_modes.SAFETY_NORMAL
                 log.info("emergency stop released (robot stays powered off: power on + brake release)")
 
     def restart_safety(self) -> None:
         with self.lock:
             st = self.state
             if not st.emergency_stopped:
-                st.safety_mode = rs.SAFETY_NORMAL
+                st.safety_mode = ur_modes.SAFETY_NORMAL
             self.stop_program("restart safety")
             st.halt()
-            st.robot_mode = rs.ROBOT_MODE_POWER_OFF
+            st.robot_mode = ur_modes.ROBOT_MODE_POWER_OFF
 
     def power_off(self, reason: str = "power off") -> None:
         with self.lock:
             st = self.state
             st.halt()
             self.stop_program(reason)
-            st.robot_mode = rs.ROBOT_MODE_POWER_OFF
+            st.robot_mode = ur_modes.ROBOT_MODE_POWER_OFF
 
     # -- hooks -----------------------------------------------------------------------------------------
     def hook(self, _hook: str, **kwargs):

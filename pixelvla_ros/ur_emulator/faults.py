@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from pixelvla_ros import ur_modes
 from pixelvla_ros.ur_emulator import robot_state as rs
 
 log = logging.getLogger("pixelvla_ros.ur_emulator")
@@ -125,7 +126,7 @@ def power_on(emu) -> None:
     """Power on and release the brakes (robot_mode RUNNING), unless an e-stop is active."""
     with emu.lock:
         if not emu.state.emergency_stopped:
-            emu.state.robot_mode = rs.ROBOT_MODE_RUNNING
+            emu.state.robot_mode = ur_modes.ROBOT_MODE_RUNNING
 
 
 def commands(emu, kind: str | None = None, since: float = 0.0, name: str | None = None) -> list[dict]:

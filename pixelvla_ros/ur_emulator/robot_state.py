@@ -15,48 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixelvla_ros import ur5e
-
-log = logging.getLogger("pixelvla_ros.ur_emulator")
-
-# robot_mode (INT32)
-ROBOT_MODE_POWER_OFF = 3
-ROBOT_MODE_IDLE = 5
-ROBOT_MODE_RUNNING = 7
-ROBOT_MODE_NAMES = {
-    -1: "NO_CONTROLLER",
-    0: "DISCONNECTED",
-    1: "CONFIRM_SAFETY",
-    2: "BOOTING",
-    3: "POWER_OFF",
-    4: "POWER_ON",
-    5: "IDLE",
-    6: "BACKDRIVE",
-    7: "RUNNING",
-    8: "UPDATING_FIRMWARE",
-}
-# safety_mode (INT32)
-SAFETY_NORMAL = 1
-SAFETY_PROTECTIVE_STOP = 3
-SAFETY_ROBOT_EMERGENCY_STOP = 7
-SAFETY_MODE_NAMES = {
-    1: "NORMAL",
-    2: "REDUCED",
-    3: "PROTECTIVE_STOP",
-    4: "RECOVERY",
-    5: "SAFEGUARD_STOP",
-    6: "SYSTEM_EMERGENCY_STOP",
-    7: "ROBOT_EMERGENCY_STOP",
-    8: "VIOLATION",
-    9: "FAULT",
-}
-# runtime_state (UINT32)
-RUNTIME_STOPPING, RUNTIME_STOPPED, RUNTIME_PLAYING, RUNTIME_PAUSING, RUNTIME_PAUSED, RUNTIME_RESUMING = range(
-    6
+from pixelvla_ros.ur_modes import (
+    ROBOT_MODE_POWER_OFF,
+    ROBOT_MODE_RUNNING,
+    RUNTIME_PLAYING,
+    RUNTIME_STOPPED,
+    SAFETY_NORMAL,
+    SAFETY_PROTECTIVE_STOP,
+    SAFETY_ROBOT_EMERGENCY_STOP,
+    SAFETY_SYSTEM_EMERGENCY_STOP,
 )
 
-JOINT_MODE_RUNNING = 253
-JOINT_MODE_POWER_OFF = 239
-JOINT_MODE_IDLE = 250
+log = logging.getLogger("pixelvla_ros.ur_emulator")
 
 
 def pose_to_matrix(pose) -> np.ndarray:
@@ -369,7 +339,7 @@ class RobotState:
 
     @property
     def emergency_stopped(self) -> bool:
-        return self.safety_mode in (6, 7)
+        return self.safety_mode in (SAFETY_SYSTEM_EMERGENCY_STOP, SAFETY_ROBOT_EMERGENCY_STOP)
 
     def can_move(self) -> bool:
         return self.robot_mode == ROBOT_MODE_RUNNING and self.safety_mode == SAFETY_NORMAL
@@ -380,9 +350,9 @@ class RobotState:
             bits |= 1
         if self.safety_mode == SAFETY_PROTECTIVE_STOP:
             bits |= 1 << 2
-        if self.safety_mode == 6:
+        if self.safety_mode == SAFETY_SYSTEM_EMERGENCY_STOP:
             bits |= (1 << 5) | (1 << 7)
-        if self.safety_mode == 7:
+        if self.safety_mode == SAFETY_ROBOT_EMERGENCY_STOP:
             bits |= (1 << 6) | (1 << 7)
         if self.safety_mode in (8, 9):
             bits |= 1 << (self.safety_mode)

@@ -370,6 +370,16 @@ class _Drill:
         return f"{time.monotonic() - self.t_fault:.1f} s"
 
 
+def _rearmed_to_running(d: _Drill, since: float, when: str) -> str | None:
+    """Re-arm until granted, then RUNNING again; None, or what went wrong."""
+    granted, answers = d.rig.rearm_until_granted(3.0)
+    if not granted:
+        return f"re-arm {when}not granted: {answers[-1]}"
+    if not d.running_again(since, 3.0):
+        return f"re-arm granted, but no RUNNING: {d.rig.values()}"
+    return None
+
+
 def drill_protective_stop(d: _Drill) -> tuple[bool, str]:
     rig = d.rig
     since = d.inject(lambda: rig.emu.protective_stop("reliability drill"))
@@ -383,11 +393,8 @@ def drill_protective_stop(d: _Drill) -> tuple[bool, str]:
         unlocked = dash.send("unlock protective stop")
     if not rig.wait(lambda: rig.emu.state()["safety_mode"] == SAFETY_NORMAL, 2.0):
         return False, f"the emulator did not leave the protective stop ({unlocked!r})"
-    granted, answers = rig.rearm_until_granted(3.0)
-    if not granted:
-        return False, f"re-arm after unlock not granted: {answers[-1]}"
-    if not d.running_again(since, 3.0):
-        return False, f"re-arm granted, but no RUNNING: {rig.values()}"
+    if failed := _rearmed_to_running(d, since, "after unlock "):
+        return False, failed
     return True, f"FAULT: protective stop; re-arm refused, granted after unlock; node alive; {d.took()}"
 
 
@@ -412,11 +419,8 @@ def drill_emergency_stop(d: _Drill) -> tuple[bool, str]:
     if any(ok for ok, _ in answers):
         return False, f"re-arm granted while powered off: {answers}"
     rig.emu.power_on()
-    granted, answers = rig.rearm_until_granted(3.0)
-    if not granted:
-        return False, f"re-arm after power on not granted: {answers[-1]}"
-    if not d.running_again(since, 3.0):
-        return False, f"re-arm granted, but no RUNNING: {rig.values()}"
+    if failed := _rearmed_to_running(d, since, "after power on "):
+        return False, failed
     return True, f"FAULT: emergency stop; re-arm refused, refused powered off, granted powered on; {d.took()}"
 
 
@@ -426,11 +430,8 @@ def drill_watchdog(d: _Drill) -> tuple[bool, str]:
     if not d.seen("FAULT", since, "control script stopped"):
         return False, f"no FAULT (control script stopped) seen: {rig.values()}"
     d.dwell()
-    granted, answers = rig.rearm_until_granted(3.0)
-    if not granted:
-        return False, f"re-arm not granted: {answers[-1]}"
-    if not d.running_again(since, 3.0):
-        return False, f"re-arm granted, but no RUNNING: {rig.values()}"
+    if failed := _rearmed_to_running(d, since, ""):
+        return False, failed
     return True, f"FAULT: control script stopped; re-arm granted; {d.took()}"
 
 

@@ -140,13 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=100, help="first eval-split episode index")
     ap.add_argument("--episodes", type=int, default=20, help="per family")
     ap.add_argument("--shift", type=float, default=0.03, help="proprio TCP shift and arm move, m")
-    ap.add_argument("--execute-steps", type=int, default=4, help="chunk steps summed (as executed)")
+    ap.add_argument(
+        "--execute-steps",
+        type=int,
+        default=0,
+        help="chunk steps summed (default: the checkpoint's commit_steps)",
+    )
     args = ap.parse_args(argv)
     if args.episodes < 1 or not 0 < args.shift < 0.5:
         print("probe: --episodes >= 1 and 0 < --shift < 0.5 m", file=sys.stderr)
         return 2
     policy = Policy.from_checkpoint(args.checkpoint)
-    medians = probe(policy, args.families, args.start, args.episodes, args.shift, args.execute_steps)
+    execute_steps = args.execute_steps or policy.commit_steps  # as the robot executes its chunks
+    medians = probe(policy, args.families, args.start, args.episodes, args.shift, execute_steps)
     print(f"{args.checkpoint}: medians over {args.episodes} episodes x {len(args.families)} families")
     for name, values in medians.items():
         print(f"  {name:<12} " + "  ".join(f"{k} {v:+.3f}" for k, v in values.items()))

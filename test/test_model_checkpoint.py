@@ -80,6 +80,43 @@ def test_save_load_identical_outputs(saved):
     assert pre2.config.action_space == ActionSpace(chunk_size=4)
 
 
+# Max |actions - float32 actions| allowed on normalized actions (about [-1, 1]): bf16 keeps 8 significant
+# bits, fp16 11; the micro model measured about 5e-3 and 6e-4.
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_a_reduced_precision_load_is_built_on_meta_and_acts_like_float32(saved, monkeypatch, dtype, atol):
+    import pixelvla_ros.model.checkpoint as checkpoint
+
+    model, pre, path = saved
+    built = []
+
+    class Spy(PixelVLA):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append({p.device.type for p in self.parameters()})
+
+    monkeypatch.setattr(checkpoint, "PixelVLA", Spy)
+    low, pre2 = load_checkpoint(path, device="cpu", dtype=dtype)
+    assert built == [{"meta"}]  # no parameter memory until the file's tensors are assigned
+    assert {(p.dtype, p.device.type) for p in low.parameters()} == {(dtype, "cpu")}
+    # the buffers the file does not hold keep their full-precision values
+    assert low.llm.rotary_emb.inv_freq.dtype == torch.float32
+    torch.testing.assert_close(low.llm.rotary_emb.inv_freq, model.llm.rotary_emb.inv_freq)
+    torch.testing.assert_close(low.vision.towers[0].std, model.vision.towers[0].std)
+    want, got = model.predict(_inputs(pre)), low.predict(_inputs(pre2))
+    err = (got - want).abs().max().item()
+    print(f"{dtype}: max |actions - float32 actions| = {err:.1e} (allowed {atol:.0e})")
+    assert got.dtype == torch.float32 and err < atol
+
+
+def test_a_dtype_the_device_cannot_run_is_refused(saved, monkeypatch):
+    _, _, path = saved
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_checkpoint(path, device="cpu", dtype=torch.float64)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(ValueError, match="cuda does not support bfloat16"):
+        load_checkpoint(path, device="cuda", dtype=torch.bfloat16)
+
+
 def test_a_checkpoint_grows_the_mask_centroid_encoding_and_keeps_its_outputs(saved, tmp_path):
     model, pre, path = saved
     assert not model.cfg.pixel.centroid_encoding  # made before it existed
@@ -152,6 +189,9 @@ def test_save_load_with_lora(tmp_path):
     assert torch.equal(loaded.predict(x), want)
     merged, _ = load_checkpoint(path, device="cpu", merge=True)
     torch.testing.assert_close(merged.predict(x), want, atol=1e-5, rtol=1e-4)
+    merged, _ = load_checkpoint(path, device="cpu", merge=True, dtype=torch.bfloat16)  # as served on a GPU
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert (merged.predict(x) - want).abs().max() < 3e-2  # the bf16 tolerance above
     resumed, _ = load_checkpoint(path, device="cpu", trainable=True)
     names = apply_training_stage(resumed, "stage2")
     assert any("lora_" in n for n in names)

@@ -20,9 +20,10 @@ from pixelvla_ros.model.config import (
     preset,
     tiny_config,
 )
+from pixelvla_ros.model.hf_folder import PretrainedFolderError
 from pixelvla_ros.model.inputs import ModelInputs, PixelVLAOutput
 from pixelvla_ros.model.lora import STAGES, add_lora, apply_training_stage, has_lora, merge_lora
-from pixelvla_ros.model.pixelvla import PixelVLA, autocast_context, build_model, default_device
+from pixelvla_ros.model.pixelvla import PixelVLA, autocast_context, build_model, check_dtype, default_device
 from pixelvla_ros.model.tokenizer import ByteWordTokenizer, load_tokenizer
 from pixelvla_ros.prompts import PixelVLAInputError
 
@@ -38,11 +39,13 @@ __all__ = [
     "PixelVLAConfig",
     "PixelVLAInputError",
     "PixelVLAOutput",
+    "PretrainedFolderError",
     "PromptEncoderConfig",
     "TokenizerConfig",
     "VisionTowerConfig",
     "autocast_context",
     "build_model",
+    "check_dtype",
     "config_7b",
     "default_device",
     "load_tokenizer",

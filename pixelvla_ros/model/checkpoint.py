@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from pixelvla_ros.action_space import ActionSpace
 from pixelvla_ros.model.config import PixelVLAConfig
 from pixelvla_ros.model.lora import add_lora, has_lora, merge_lora
-from pixelvla_ros.model.pixelvla import PixelVLA, default_device
+from pixelvla_ros.model.pixelvla import PixelVLA, check_dtype, default_device
 from pixelvla_ros.model.tokenizer import load_tokenizer
 
 FORMAT, VERSION = "pixelvla_ros.checkpoint", 1
@@ -153,6 +154,25 @@ def _changed(model_config: dict[str, Any], changes: dict[str, Any]) -> dict[str,
     return out
 
 
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory; with random
+    initialisation off, their values are never written). Buffers are made as usual: the non-persistent
+    ones (e.g. rotary frequencies, image mean/std) are not in the weights file and must keep their values."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
 def load_checkpoint(
     directory: str | Path,
     device: torch.device | str | None = None,
@@ -161,17 +181,23 @@ def load_checkpoint(
     expected_action_space: ActionSpace | None = None,
     verify_hash: bool = True,
     config_changes: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[PixelVLA, Any]:
     """Load (model, preprocessor). merge=True folds a LoRA adapter into the LLM; trainable=True keeps the
     adapter trainable. expected_action_space: refuse a checkpoint whose action space differs.
     config_changes: dotted model-config keys to change first (e.g. {"pixel.centroid_encoding": True}, to
     fine-tune with a part the checkpoint was made without); parameters they add keep their initialisation,
-    every other tensor must still come from the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    every other tensor must still come from the file.
+    dtype: of the floating-point weights (float32, bfloat16 or float16; a dtype the device cannot run is
+    refused with ValueError). The model is built on the meta device and each tensor is read from the file,
+    cast and moved to the device, then assigned: no float32 copy of the model is made (except with
+    config_changes, which builds the model initialised to keep what the changes add)."""
+    from safetensors import SafetensorError, safe_open
 
     from pixelvla_ros.preprocessing import PreprocessConfig, Preprocessor
 
+    target = torch.device(device or default_device())
+    check_dtype(dtype, target)
     d = Path(directory)
     record = read_checkpoint_config(d)
     try:
@@ -192,7 +218,8 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {str(d)!r} records no {WEIGHTS_FILE}")
     weights = _verify_file(d, WEIGHTS_FILE, files[WEIGHTS_FILE], verify_hash)
     try:
-        state = load_file(str(weights))
+        with safe_open(str(weights), "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} cannot be read: {e}") from e
 
@@ -212,30 +239,43 @@ def load_checkpoint(
     except ImportError:  # pragma: no cover - older transformers
         no_init_weights = contextlib.nullcontext
     # Weights come from the file: skip random initialisation, unless changes add parameters
-    with no_init_weights() if not config_changes else contextlib.nullcontext():
+    if config_changes:
         model = PixelVLA(cfg, load_pretrained=False)
+    else:
+        with no_init_weights(), _parameters_on_meta():
+            model = PixelVLA(cfg, load_pretrained=False)
     own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing, unexpected = sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own))
+    added: set[str] = set()
     if config_changes and missing:
         # Only what the changes add may be missing: the unchanged model's tensors, built without memory
         with torch.device("meta"):
             before = PixelVLA(PixelVLAConfig.from_dict(record["model"]), load_pretrained=False).state_dict()
-        added = set(own) - set(before)
-        state = {**{k: own[k] for k in missing if k in added}, **state}  # as initialised
-        missing = [k for k in missing if k not in added]
+        added = {k for k in missing if k not in before}  # kept as initialised
+        missing = [k for k in missing if k in before]
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
     wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if state[k].shape != v.shape
+        f"{k} {shapes[k]} vs {tuple(v.shape)}" for k, v in own.items() if shapes.get(k, v.shape) != v.shape
     ]
     if wrong:
         raise CheckpointError(f"{weights}: tensors of the wrong shape (file vs config): {wrong[:8]}")
-    model.load_state_dict(state, strict=True)
+
+    def placed(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device=target, dtype=dtype if t.is_floating_point() else t.dtype)
+
+    state = {k: placed(own[k]) for k in added}
+    try:
+        with safe_open(str(weights), "pt") as f:
+            for k in shapes:  # one tensor at a time: the host holds the file's dtype, never float32 too
+                state[k] = placed(f.get_tensor(k))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} cannot be read: {e}") from e
+    model.load_state_dict(state, strict=True, assign=True)
+    model.to(target)  # the buffers that are not in the file
 
     if record.get("lora"):
         rel = f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"
@@ -257,7 +297,7 @@ def load_checkpoint(
             raise CheckpointError(f"LoRA adapter in {str(d)!r} cannot be loaded: {e}") from e
         if merge:
             merge_lora(model)
-    model = model.to(device or default_device())
+    model = model.to(target)
     if not trainable:
         model.eval()
     return model, Preprocessor(pre_cfg, tokenizer)

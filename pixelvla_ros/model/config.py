@@ -16,23 +16,29 @@ from typing import Any
 from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.prompts import PromptSlots
 
-SIGLIP, DINOV2 = "siglip", "dinov2"
+SIGLIP, DINOV2, DINOV2_REG = "siglip", "dinov2", "dinov2_with_registers"
+TOWER_KINDS = (SIGLIP, DINOV2, DINOV2_REG)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
 @dataclass
 class VisionTowerConfig:
-    kind: str  # "siglip" (SiglipVisionModel) or "dinov2" (Dinov2Model)
-    hf_config: dict[str, Any]  # kwargs of SiglipVisionConfig / Dinov2Config (the full, untruncated tower)
+    # "siglip" (SiglipVisionModel), "dinov2" (Dinov2Model) or "dinov2_with_registers"
+    # (Dinov2WithRegistersModel); a pretrained folder's model_type sets it (vision.resolve_pretrained_tower)
+    kind: str
+    # kwargs of the kind's HF config class (the full, untruncated tower)
+    hf_config: dict[str, Any]
     pretrained_path: str | None = None  # local folder; loaded with local_files_only=True
     feature_layer: int = -2  # hidden_states index the projector reads (Prismatic: second-to-last)
     image_mean: tuple[float, float, float] = SIGLIP_MEAN
     image_std: tuple[float, float, float] = SIGLIP_STD
 
     def __post_init__(self) -> None:
-        if self.kind not in (SIGLIP, DINOV2):
-            raise ValueError(f"vision tower kind must be {SIGLIP!r} or {DINOV2!r}, got {self.kind!r}")
+        if self.kind not in TOWER_KINDS:
+            raise ValueError(f"vision tower kind must be one of {TOWER_KINDS}, got {self.kind!r}")
+        if self.kind == DINOV2_REG and "num_register_tokens" not in self.hf_config:
+            raise ValueError("a dinov2_with_registers tower's hf_config must give num_register_tokens")
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError("image_mean / image_std need 3 values, std > 0")
@@ -47,6 +53,14 @@ class VisionTowerConfig:
     @property
     def width(self) -> int:
         return int(self.hf_config["hidden_size"])
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches in the tower's hidden states: DINOv2's CLS token and its register
+        tokens (num_register_tokens in the config); SigLIP has none."""
+        if self.kind == SIGLIP:
+            return 0
+        return 1 + (int(self.hf_config["num_register_tokens"]) if self.kind == DINOV2_REG else 0)
 
     def feature_index(self) -> int:
         """Absolute hidden_states index of the projector's layer (0 = embeddings, n = last layer)."""
@@ -180,6 +194,11 @@ class PixelVLAConfig:
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError if the parts do not fit together (also run once pretrained folders have
+        replaced the towers' configs)."""
         if not 1 <= len(self.vision) <= 2:
             raise ValueError(f"1 or 2 vision towers, got {len(self.vision)}")
         grids = set()
@@ -354,13 +373,15 @@ def config_7b(
     tokenizer_path: str | None = None,
     chunk_size: int = 8,
 ) -> PixelVLAConfig:
-    """Prismatic-7B layout (OpenVLA): DINOv2-L/14 + SigLIP-So400m/14 at 224 px, Llama-2-7B.
+    """Prismatic-7B layout (OpenVLA): DINOv2-L/14 with 4 registers + SigLIP-So400m/14 at 224 px, Llama-2-7B.
 
-    Without paths: random weights of the right shapes (benchmarking). With paths: each component is
-    loaded with from_pretrained(path, local_files_only=True) when the model is built.
+    Without paths: random weights of the right shapes (benchmarking). With paths (folders written by
+    save_pretrained): each component's config and weights come from its folder when the model is built,
+    from_pretrained(path, local_files_only=True); dinov2_path may hold DINOv2 with or without registers,
+    siglip_path a SiglipVisionModel or a whole SiglipModel, llm_path any causal LM with its tokenizer.
     """
     dino = VisionTowerConfig(
-        kind=DINOV2,
+        kind=DINOV2_REG,
         hf_config=dict(
             image_size=224,
             patch_size=14,
@@ -369,6 +390,7 @@ def config_7b(
             num_attention_heads=16,
             mlp_ratio=4,
             layerscale_value=1.0,
+            num_register_tokens=4,
         ),
         pretrained_path=dinov2_path,
         feature_layer=-2,

@@ -45,7 +45,8 @@ class PixelEncoder(nn.Module):
         tokens = torch.stack(tokens, dim=2)  # (B, M, Lv, d)
         if self.centroid_proj is not None:
             xy, present = mask_centroid(masks)  # (B, M, 2), (B, M)
-            where = self.centroid_proj(self.centroid_pe(xy) * present[..., None])  # (B, M, d)
+            pe = (self.centroid_pe(xy) * present[..., None]).to(tokens.dtype)  # fp32 sin/cos -> model dtype
+            where = self.centroid_proj(pe)  # (B, M, d)
             tokens = tokens + where.to(tokens.dtype)[:, :, None]
         tokens = tokens.reshape(B, M * len(levels), -1)  # (B, M*Lv, d), mask-major
         return self.mlp(tokens)  # (B, M*Lv, D)

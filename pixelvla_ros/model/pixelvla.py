@@ -11,16 +11,24 @@ so a padded batch equals the unpadded sequence and the order of points does not 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from pixelvla_ros.model.action_decoder import ActionDecoder
 from pixelvla_ros.model.config import PixelVLAConfig
+from pixelvla_ros.model.hf_folder import (
+    CONFIG_FILE,
+    PretrainedFolderError,
+    check_loading_info,
+    check_weights,
+    config_kwargs,
+    read_folder_config,
+)
 from pixelvla_ros.model.inputs import ANCHOR_DIM, ModelInputs, PixelVLAOutput
 from pixelvla_ros.model.pixel_encoder import PixelEncoder
 from pixelvla_ros.model.prompt_encoder import PromptEncoder
+from pixelvla_ros.model.tokenizer import load_tokenizer
 from pixelvla_ros.model.vision import Projector, VisionBackbone, resolve_pretrained_tower
 from pixelvla_ros.prompts import PixelVLAInputError
 
@@ -29,6 +37,21 @@ BLOCK_CAUSAL, BLOCK_PROMPT, BLOCK_ACTION = 0, 1, 2
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_dtype(dtype: torch.dtype, device: torch.device | str) -> None:
+    """Raise ValueError, saying why, unless the model can run in `dtype` on `device`."""
+    device = torch.device(device)
+    if dtype not in DTYPES:
+        raise ValueError(f"model dtype must be one of {DTYPES}, got {dtype}")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"{device} does not support bfloat16 (it needs compute capability 8.0 or newer): use "
+            "torch.float16 or torch.float32"
+        )
 
 
 def autocast_context(device: torch.device | str):
@@ -40,18 +63,37 @@ def autocast_context(device: torch.device | str):
 
 
 def resolve_pretrained_llm(cfg: PixelVLAConfig) -> None:
+    """Replace cfg.llm.hf_config by the config in cfg.llm.pretrained_path (so checkpoints rebuild it),
+    after checking that the folder holds a causal LM with readable weights."""
     if cfg.llm.pretrained_path is None:
         return
-    path = Path(cfg.llm.pretrained_path)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"LLM folder {str(path)!r} does not exist (expected a local Hugging Face "
-            "model folder: config.json + weights; nothing is downloaded)"
-        )
     from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    hf = AutoConfig.from_pretrained(str(path), local_files_only=True).to_dict()
-    cfg.llm.hf_config = {k: v for k, v in hf.items() if not k.startswith("_") and k != "transformers_version"}
+    path = cfg.llm.pretrained_path
+    raw = read_folder_config(path, "LLM")
+    if raw["model_type"] not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise PretrainedFolderError(
+            f"{path}/{CONFIG_FILE}: model_type {raw['model_type']!r} is not a causal language model "
+            "(AutoModelForCausalLM does not load it)"
+        )
+    check_weights(path, "LLM")
+    try:
+        hf = AutoConfig.from_pretrained(str(path), local_files_only=True).to_dict()
+    except (OSError, ValueError, TypeError) as e:
+        raise PretrainedFolderError(f"{path}/{CONFIG_FILE} is not a valid config: {e}") from e
+    cfg.llm.hf_config = config_kwargs(hf)
+
+
+def check_tokenizer_fits(cfg: PixelVLAConfig) -> None:
+    """Raise PretrainedFolderError if the configured tokenizer has ids beyond the LLM's embeddings."""
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    vocab = int(cfg.llm.hf_config.get("vocab_size", 0))
+    if len(tokenizer) > vocab:
+        raise PretrainedFolderError(
+            f"tokenizer {cfg.tokenizer.path or cfg.tokenizer.kind!r} has {len(tokenizer)} tokens but the "
+            f"LLM only {vocab} embeddings"
+        )
 
 
 def build_llm(cfg: PixelVLAConfig, load_pretrained: bool = True) -> nn.Module:
@@ -61,13 +103,21 @@ def build_llm(cfg: PixelVLAConfig, load_pretrained: bool = True) -> nn.Module:
     kw = dict(cfg.llm.hf_config)
     model_type = kw.pop("model_type")
     hf_config = AutoConfig.for_model(model_type, **kw)
-    if load_pretrained and cfg.llm.pretrained_path is not None:
-        return AutoModel.from_pretrained(
-            cfg.llm.pretrained_path,
-            config=hf_config,
-            local_files_only=True,
-            attn_implementation=cfg.llm.attn_implementation,
-        )
+    path = cfg.llm.pretrained_path
+    if load_pretrained and path is not None:
+        try:
+            model, info = AutoModel.from_pretrained(
+                path,
+                config=hf_config,
+                local_files_only=True,
+                attn_implementation=cfg.llm.attn_implementation,
+                dtype=torch.get_default_dtype(),
+                output_loading_info=True,
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise PretrainedFolderError(f"LLM folder {path!r} cannot be loaded: {e}") from e
+        check_loading_info(info, path, "LLM")
+        return model
     return AutoModel.from_config(hf_config, attn_implementation=cfg.llm.attn_implementation)
 
 
@@ -75,9 +125,11 @@ class PixelVLA(nn.Module):
     def __init__(self, cfg: PixelVLAConfig, load_pretrained: bool = True):
         super().__init__()
         if load_pretrained:  # record the pretrained components' configs, so checkpoints rebuild them
-            for v in cfg.vision:
-                resolve_pretrained_tower(v)
+            cfg.vision = [resolve_pretrained_tower(v) for v in cfg.vision]
             resolve_pretrained_llm(cfg)
+            cfg.validate()  # the folders' towers must still fit the image size and each other
+            if cfg.tokenizer.kind == "hf":
+                check_tokenizer_fits(cfg)
         self.cfg = cfg
         D = cfg.llm.width
         self.vision = VisionBackbone(cfg, load_pretrained)

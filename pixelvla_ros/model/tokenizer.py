@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pixelvla_ros.model.config import TokenizerConfig
+from pixelvla_ros.model.hf_folder import PretrainedFolderError, check_tokenizer_folder
 
 _SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 _WORDS = """
@@ -111,9 +112,13 @@ def load_tokenizer(cfg: TokenizerConfig, path_override: str | Path | None = None
             f"tokenizer folder {str(path)!r} does not exist (tokenizer kind 'hf' needs a "
             "local folder holding tokenizer files; nothing is downloaded)"
         )
+    check_tokenizer_folder(path)
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise PretrainedFolderError(f"tokenizer folder {str(path)!r} cannot be loaded: {e}") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
     tok.padding_side = "right"

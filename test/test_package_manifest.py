@@ -23,6 +23,7 @@ ROSDEP_KEYS = {
     "peft": "python3-peft-pip",
     "accelerate": "python3-accelerate-pip",
     "safetensors": "python3-safetensors-pip",
+    "tokenizers": "python3-tokenizers-pip",
     "mujoco": "python3-mujoco-pip",
     "ur-rtde": "python3-ur-rtde-pip",
     "tqdm": "python3-tqdm",

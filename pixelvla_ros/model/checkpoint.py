@@ -3,7 +3,9 @@
 Layout of a checkpoint folder:
   pixelvla_checkpoint.json   model config, preprocessing config (normalization statistics, action space,
                              image / prompt / text parameters), file sizes and SHA-256 digests
-  model.safetensors          every weight except LoRA (LLM base weights under their plain names)
+  model.safetensors          every weight except LoRA (LLM base weights under their plain names); or, for
+                             a large model (convert_openvla), model.safetensors.index.json (Hugging Face's
+                             {"weight_map": {name: file}}) and the shards it names
   lora_adapter/              peft adapter (adapter_config.json + adapter_model.safetensors), if unmerged
   tokenizer/                 HF tokenizer files (only for tokenizer kind "hf")
 Loading validates all of it and raises CheckpointError, saying what is wrong, for anything missing,
@@ -12,7 +14,6 @@ corrupted or inconsistent.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from pixelvla_ros.action_space import ActionSpace
 from pixelvla_ros.model.config import PixelVLAConfig
@@ -30,9 +30,10 @@ from pixelvla_ros.model.pixelvla import PixelVLA, check_dtype, default_device
 from pixelvla_ros.model.tokenizer import load_tokenizer
 
 FORMAT, VERSION = "pixelvla_ros.checkpoint", 1
-CONFIG_FILE, WEIGHTS_FILE, ADAPTER_DIR, TOKENIZER_DIR = (
+CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX, ADAPTER_DIR, TOKENIZER_DIR = (
     "pixelvla_checkpoint.json",
     "model.safetensors",
+    "model.safetensors.index.json",
     "lora_adapter",
     "tokenizer",
 )
@@ -51,8 +52,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _file_record(path: Path) -> dict[str, Any]:
+def file_record(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, as the checkpoint record lists its files."""
     return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def write_record(
+    directory: Path,
+    model_config: PixelVLAConfig,
+    preprocess_config: Any,
+    files: dict[str, dict[str, Any]],
+    extra: dict[str, Any],
+    lora: dict[str, Any] | None = None,
+) -> None:
+    """Write pixelvla_checkpoint.json, last: a folder without it is not a checkpoint (half-written)."""
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model_config.to_dict(),
+        "preprocessing": preprocess_config.to_dict(),
+        "files": files,
+        "lora": lora,
+        "extra": extra,
+    }
+    tmp = directory / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    tmp.replace(directory / CONFIG_FILE)
 
 
 def base_state_dict(model: PixelVLA) -> dict[str, torch.Tensor]:
@@ -76,24 +101,15 @@ def save_checkpoint(
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file(base_state_dict(model), str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
-    record: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": model.cfg.to_dict(),
-        "preprocessing": preprocessor.config.to_dict(),
-        "files": {WEIGHTS_FILE: _file_record(d / WEIGHTS_FILE)},
-        "lora": None,
-        "extra": extra or {},
-    }
+    files = {WEIGHTS_FILE: file_record(d / WEIGHTS_FILE)}
+    lora = None
     if has_lora(model):
         model.llm.save_pretrained(str(d / ADAPTER_DIR))
-        record["lora"] = dict(model.cfg.lora.__dict__)
-        record["files"][f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"] = _file_record(d / ADAPTER_DIR / ADAPTER_WEIGHTS)
+        lora = dict(model.cfg.lora.__dict__)
+        files[f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"] = file_record(d / ADAPTER_DIR / ADAPTER_WEIGHTS)
     if model.cfg.tokenizer.kind == "hf":
         preprocessor.tokenizer.save_pretrained(str(d / TOKENIZER_DIR))
-    tmp = d / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    tmp.replace(d / CONFIG_FILE)  # the config appears last: a half-written checkpoint has none
+    write_record(d, model.cfg, preprocessor.config, files, extra or {}, lora)
     return d
 
 
@@ -154,23 +170,22 @@ def _changed(model_config: dict[str, Any], changes: dict[str, Any]) -> dict[str,
     return out
 
 
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Modules built inside get their parameters on the meta device (no memory; with random
-    initialisation off, their values are never written). Buffers are made as usual: the non-persistent
-    ones (e.g. rotary frequencies, image mean/std) are not in the weights file and must keep their values."""
-    register = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None:
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = register_on_meta
+def _weight_files(d: Path, files: dict[str, Any], verify_hash: bool) -> list[Path]:
+    """The checkpoint's safetensors files, each checked against the record: model.safetensors, or the
+    shards model.safetensors.index.json names."""
+    if WEIGHTS_FILE in files:
+        return [_verify_file(d, WEIGHTS_FILE, files[WEIGHTS_FILE], verify_hash)]
+    if WEIGHTS_INDEX not in files:
+        raise CheckpointError(f"checkpoint {str(d)!r} records neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX}")
+    index = _verify_file(d, WEIGHTS_INDEX, files[WEIGHTS_INDEX], verify_hash)
     try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index} is not a safetensors index (weight_map): {e}") from e
+    unrecorded = [name for name in shards if name not in files]
+    if unrecorded:
+        raise CheckpointError(f"{index} names shards the checkpoint does not record: {unrecorded}")
+    return [_verify_file(d, name, files[name], verify_hash) for name in shards]
 
 
 def load_checkpoint(
@@ -190,8 +205,7 @@ def load_checkpoint(
     every other tensor must still come from the file.
     dtype: of the floating-point weights (float32, bfloat16 or float16; a dtype the device cannot run is
     refused with ValueError). The model is built on the meta device and each tensor is read from the file,
-    cast and moved to the device, then assigned: no float32 copy of the model is made (except with
-    config_changes, which builds the model initialised to keep what the changes add)."""
+    cast and moved to the device, then assigned: no float32 copy of the backbones is made."""
     from safetensors import SafetensorError, safe_open
 
     from pixelvla_ros.preprocessing import PreprocessConfig, Preprocessor
@@ -214,14 +228,18 @@ def load_checkpoint(
             f"{expected_action_space}"
         )
     files = record["files"]
-    if WEIGHTS_FILE not in files:
-        raise CheckpointError(f"checkpoint {str(d)!r} records no {WEIGHTS_FILE}")
-    weights = _verify_file(d, WEIGHTS_FILE, files[WEIGHTS_FILE], verify_hash)
-    try:
-        with safe_open(str(weights), "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} cannot be read: {e}") from e
+    shapes: dict[str, tuple[int, ...]] = {}
+    file_of: dict[str, Path] = {}
+    for weights in _weight_files(d, files, verify_hash):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                for k in f.keys():
+                    if k in file_of:
+                        raise CheckpointError(f"{k} is in both {file_of[k].name} and {weights.name}")
+                    shapes[k], file_of[k] = tuple(f.get_slice(k).get_shape()), weights
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights} cannot be read: {e}") from e
+    where = str(d) if len(set(file_of.values())) > 1 else str(weights)
 
     if cfg.tokenizer.kind == "hf":
         tok_dir = d / TOKENIZER_DIR
@@ -234,46 +252,40 @@ def load_checkpoint(
     if len(tokenizer) > vocab:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the LLM only {vocab} embeddings")
 
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # pragma: no cover - older transformers
-        no_init_weights = contextlib.nullcontext
-    # Weights come from the file: skip random initialisation, unless changes add parameters
-    if config_changes:
-        model = PixelVLA(cfg, load_pretrained=False)
-    else:
-        with no_init_weights(), _parameters_on_meta():
-            model = PixelVLA(cfg, load_pretrained=False)
+    # The backbones' parameters come from the file: built on the meta device, they cost no memory. The parts
+    # added to them are small and built initialised: a config change may add parameters to them, which keep
+    # their initialisation; every other tensor must come from the file.
+    model = PixelVLA(cfg, load_pretrained=False, meta_backbones=True)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own))
     added: set[str] = set()
     if config_changes and missing:
-        # Only what the changes add may be missing: the unchanged model's tensors, built without memory
-        with torch.device("meta"):
+        with torch.device("meta"):  # the unchanged model's tensors, built without memory
             before = PixelVLA(PixelVLAConfig.from_dict(record["model"]), load_pretrained=False).state_dict()
-        added = {k for k in missing if k not in before}  # kept as initialised
-        missing = [k for k in missing if k in before]
+        added = {k for k in missing if k not in before and not own[k].is_meta}
+        missing = [k for k in missing if k not in added]
     if missing or unexpected:
         raise CheckpointError(
-            f"{weights} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"{where} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
     wrong = [
         f"{k} {shapes[k]} vs {tuple(v.shape)}" for k, v in own.items() if shapes.get(k, v.shape) != v.shape
     ]
     if wrong:
-        raise CheckpointError(f"{weights}: tensors of the wrong shape (file vs config): {wrong[:8]}")
+        raise CheckpointError(f"{where}: tensors of the wrong shape (file vs config): {wrong[:8]}")
 
     def placed(t: torch.Tensor) -> torch.Tensor:
         return t.to(device=target, dtype=dtype if t.is_floating_point() else t.dtype)
 
     state = {k: placed(own[k]) for k in added}
-    try:
-        with safe_open(str(weights), "pt") as f:
-            for k in shapes:  # one tensor at a time: the host holds the file's dtype, never float32 too
-                state[k] = placed(f.get_tensor(k))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} cannot be read: {e}") from e
+    for weights in sorted(set(file_of.values())):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                for k in f.keys():  # one tensor at a time: the host holds the file's dtype, never float32 too
+                    state[k] = placed(f.get_tensor(k))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights} cannot be read: {e}") from e
     model.load_state_dict(state, strict=True, assign=True)
     model.to(target)  # the buffers that are not in the file
 

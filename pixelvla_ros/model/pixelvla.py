@@ -11,6 +11,7 @@ so a padded batch equals the unpadded sequence and the order of points does not 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 import torch.nn as nn
@@ -40,6 +41,9 @@ def default_device() -> torch.device:
 
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# what users pass: policy_node's dtype, evaluate --dtype, train's dtype
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)
 
 
 def check_dtype(dtype: torch.dtype, device: torch.device | str) -> None:
@@ -54,12 +58,54 @@ def check_dtype(dtype: torch.dtype, device: torch.device | str) -> None:
         )
 
 
-def autocast_context(device: torch.device | str):
-    """bf16 autocast on CUDA, nothing (float32) on the CPU: the same code path for both."""
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """The weights' dtype that `name` (DTYPE_CHOICES) means on `device`. "auto": bfloat16 on a GPU that has
+    it, float16 on an older GPU (logged as a warning), float32 on the CPU. An explicit name the device cannot
+    run raises ValueError."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        logging.getLogger(__name__).warning(
+            "dtype auto: %s has no bfloat16 (compute capability < 8.0), using float16", device
+        )
+        return torch.float16
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, got {name!r}")
+    check_dtype(DTYPE_NAMES[name], device)
+    return DTYPE_NAMES[name]
+
+
+def autocast_context(device: torch.device | str, dtype: torch.dtype = torch.float32):
+    """On CUDA, autocast to the weights' reduced dtype, or to bfloat16 (float16 without it) for float32
+    weights; on the CPU nothing: the model computes in its weights' dtype."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    if dtype == torch.float32:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory; their values are assigned
+    later, from a file). Buffers are made as usual: the non-persistent ones (e.g. rotary frequencies, image
+    mean/std) are in no weights file and must keep their values."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def resolve_pretrained_llm(cfg: PixelVLAConfig) -> None:
@@ -122,8 +168,15 @@ def build_llm(cfg: PixelVLAConfig, load_pretrained: bool = True) -> nn.Module:
 
 
 class PixelVLA(nn.Module):
-    def __init__(self, cfg: PixelVLAConfig, load_pretrained: bool = True):
+    def __init__(self, cfg: PixelVLAConfig, load_pretrained: bool = True, meta_backbones: bool = False):
+        """load_pretrained: the towers and LLM from their configs' local folders (else random weights).
+        meta_backbones: the towers, projector and LLM get their parameters on the meta device, to be assigned
+        from a file (checkpoint loading, OpenVLA conversion); the parts added to them (pixel and prompt
+        encoders, proprio encoder, action queries and decoder) are initialised as usual."""
         super().__init__()
+        if load_pretrained and meta_backbones:
+            raise ValueError("meta_backbones builds the backbones empty: it excludes load_pretrained")
+        backbones = parameters_on_meta if meta_backbones else contextlib.nullcontext
         if load_pretrained:  # record the pretrained components' configs, so checkpoints rebuild them
             cfg.vision = [resolve_pretrained_tower(v) for v in cfg.vision]
             resolve_pretrained_llm(cfg)
@@ -132,8 +185,9 @@ class PixelVLA(nn.Module):
                 check_tokenizer_fits(cfg)
         self.cfg = cfg
         D = cfg.llm.width
-        self.vision = VisionBackbone(cfg, load_pretrained)
-        self.projector = Projector(self.vision.width, D, cfg.projector_mult)
+        with backbones():
+            self.vision = VisionBackbone(cfg, load_pretrained)
+            self.projector = Projector(self.vision.width, D, cfg.projector_mult)
         self.pixel_encoder = PixelEncoder(
             self.vision.width,
             cfg.pixel.level_dim,
@@ -154,7 +208,8 @@ class PixelVLA(nn.Module):
             # Output zero at first: a checkpoint fine-tuned with the anchor added starts as it was.
             nn.init.zeros_(self.anchor_encoder[2].weight)
             nn.init.zeros_(self.anchor_encoder[2].bias)
-        self.llm = build_llm(cfg, load_pretrained)
+        with backbones():
+            self.llm = build_llm(cfg, load_pretrained)
         self.action_queries = nn.Parameter(torch.randn(cfg.action.chunk_size, D) * 0.02)  # (A, D)
         a = cfg.action
         self.action_decoder = ActionDecoder(D, a.hidden_dim, a.num_blocks, a.action_dim)
@@ -305,8 +360,8 @@ class PixelVLA(nn.Module):
 
     @torch.inference_mode()
     def predict(self, x: ModelInputs) -> torch.Tensor:
-        """One forward -> (B, N_c, 7) normalized actions (float32). bf16 autocast on CUDA."""
-        with autocast_context(self.device):
+        """One forward -> (B, N_c, 7) normalized actions (float32). Autocast on CUDA (autocast_context)."""
+        with autocast_context(self.device, self.action_queries.dtype):
             return self(x.to(self.device)).actions.float()
 
     def num_parameters(self, trainable_only: bool = False) -> int:

@@ -35,6 +35,7 @@ bench: setup
 	$(PY) -m pixelvla_ros.bench.train_throughput
 	$(PY) -m pixelvla_ros.bench.e2e_latency
 	$(PY) -m pixelvla_ros.bench.rtde_jitter
+	$(PY) -m pixelvla_ros.bench.convert_openvla
 
 reliability: setup
 	$(PY) -m pixelvla_ros.reliability

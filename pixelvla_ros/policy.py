@@ -68,12 +68,22 @@ class Policy:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: torch.device | str | None = None, limits: SafetyLimits | None = None
+        cls,
+        path: str | Path,
+        device: torch.device | str | None = None,
+        limits: SafetyLimits | None = None,
+        dtype: str = "auto",
     ) -> Policy:
-        """Load a checkpoint folder (raises CheckpointError saying what is wrong); LoRA merged for speed."""
+        """Load a checkpoint folder (raises CheckpointError saying what is wrong); LoRA merged for speed.
+        dtype: the weights' (pixelvla_ros.model.pixelvla.resolve_dtype: "auto" is bfloat16 on a GPU, float32
+        on the CPU); one the device cannot run raises ValueError."""
         from pixelvla_ros.model.checkpoint import load_checkpoint
+        from pixelvla_ros.model.pixelvla import default_device, resolve_dtype
 
-        model, preprocessor = load_checkpoint(path, device=device, merge=True)
+        device = torch.device(device or default_device())
+        model, preprocessor = load_checkpoint(
+            path, device=device, merge=True, dtype=resolve_dtype(dtype, device)
+        )
         policy = cls(model, preprocessor, limits)
         policy.checkpoint = Path(path)
         return policy
@@ -81,6 +91,10 @@ class Policy:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def chunk_times(self) -> np.ndarray:
         """(N_c,) s after the image stamp (the preprocessor's chunk_times: k / control rate)."""

@@ -118,6 +118,30 @@ def test_a_dtype_the_device_cannot_run_is_refused(saved, monkeypatch):
         load_checkpoint(path, device="cuda", dtype=torch.bfloat16)
 
 
+def test_the_dtype_users_name_is_resolved_per_device_and_a_fallback_is_logged(saved, monkeypatch, caplog):
+    from pixelvla_ros.model.pixelvla import resolve_dtype
+    from pixelvla_ros.policy import Policy
+
+    assert (
+        resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    )
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("float64", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with caplog.at_level("WARNING"):
+        assert resolve_dtype("auto", "cuda:0") == torch.float16  # an older GPU: said, not silent
+    assert "has no bfloat16" in caplog.text
+    with pytest.raises(ValueError, match="does not support bfloat16"):
+        resolve_dtype("bfloat16", "cuda")
+    _, _, path = saved
+    policy = Policy.from_checkpoint(path, device="cpu", dtype="float16")
+    assert policy.dtype == torch.float16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Policy.from_checkpoint(path, device="cpu", dtype="int8")
+
+
 def test_a_checkpoint_grows_the_mask_centroid_encoding_and_keeps_its_outputs(saved, tmp_path):
     model, pre, path = saved
     assert not model.cfg.pixel.centroid_encoding  # made before it existed

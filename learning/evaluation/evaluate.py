@@ -47,6 +47,7 @@ from tqdm import tqdm  # noqa: E402
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER  # noqa: E402
 from pixelvla_ros.camera import CameraModel  # noqa: E402
 from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk  # noqa: E402
+from pixelvla_ros.model.pixelvla import DTYPE_CHOICES  # noqa: E402
 from pixelvla_ros.policy import ActionChunkResult, Policy  # noqa: E402
 from pixelvla_ros.preprocessing import STATE_PROPRIO_DIM, state_proprio  # noqa: E402
 from pixelvla_ros.prompts import VisualPrompt  # noqa: E402
@@ -354,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="give the policy no camera calibration (a checkpoint with the prompt anchor acts from pixels)",
     )
     ap.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="weights' dtype (default auto: bfloat16 on a GPU, float32 on the CPU)",
+    )
     ap.add_argument("--gif-episodes", type=int, default=4, help="episodes shown in episodes.gif (0: none)")
     ap.add_argument("--gif-stride", type=int, default=2, help="keep every n-th frame in the GIF")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -395,8 +402,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             record = read_checkpoint_config(args.checkpoint)
-            policy = Policy.from_checkpoint(args.checkpoint, device=args.device)
-        except CheckpointError as e:
+            policy = Policy.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
+        except (CheckpointError, ValueError) as e:  # ValueError: a dtype the device cannot run
             raise EvaluationError(str(e)) from e
         check_proprio_dim(policy.proprio_dim)
         agent = PolicyAgent(policy, calibrated=not args.uncalibrated)

@@ -16,6 +16,7 @@ import yaml
 from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.model import STAGES
 from pixelvla_ros.model.config import RETIRED_MODEL_KNOBS, drop_retired
+from pixelvla_ros.model.pixelvla import DTYPE_CHOICES
 
 # Inputs a training example can carry. "text" is the instruction, "object_mask" the target's mask for the
 # pixel-aware encoder; point/line/box/mask are visual prompts sampled from that mask by the annotation.
@@ -107,6 +108,11 @@ class TrainConfig:
     # Under torchrun: "ddp" replicates the model on every rank; "fsdp" shards parameters, gradients and
     # optimizer state between the ranks (FSDP2; for models that do not fit one device, e.g. the 7b preset).
     distributed: str = "ddp"
+    # dtype of the frozen weights (trainable ones, LoRA included, stay float32 for AdamW): "auto" is bfloat16
+    # on a GPU, float32 on the CPU and under FSDP (whose mixed precision casts the float32 master weights)
+    dtype: str = "auto"
+    # recompute each transformer block's activations in the backward pass instead of keeping them
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -124,6 +130,12 @@ class TrainConfig:
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.stage in STAGES, f"stage must be one of {STAGES}"),
             (self.distributed in ("ddp", "fsdp"), "distributed must be ddp or fsdp"),
+            (self.dtype in DTYPE_CHOICES, f"dtype must be one of {DTYPE_CHOICES}"),
+            (
+                self.distributed != "fsdp" or self.dtype in ("auto", "float32"),
+                "distributed: fsdp keeps float32 master weights (its mixed precision computes in bf16): "
+                "dtype must be auto or float32",
+            ),
             (self.time_budget_min is None or self.time_budget_min > 0, "time_budget_min must be > 0"),
             (
                 self.action_loss_weights is None

@@ -49,8 +49,10 @@ from pixelvla_ros.model import (
     has_lora,
     load_checkpoint,
     preset,
+    read_checkpoint_config,
     save_checkpoint,
 )
+from pixelvla_ros.model.pixelvla import resolve_dtype
 from pixelvla_ros.preprocessing import NormStats, PreprocessConfig, Preprocessor, state_proprio
 
 from ..annotation.format import iter_samples, list_shards
@@ -116,6 +118,10 @@ class Trainer:
         self.output = Path(cfg.output_dir)
         self.device = device or default_device()
         self.fsdp = cfg.distributed == "fsdp"
+        try:  # under FSDP the master weights stay float32: its mixed-precision policy casts them
+            self.dtype = torch.float32 if self.fsdp else resolve_dtype(cfg.dtype, self.device)
+        except ValueError as error:
+            raise TrainConfigError(f"dtype: {error}") from None
         if self.fsdp and self.world == 1:
             raise TrainConfigError(
                 "distributed: fsdp shards the model between torchrun processes, and this is a single "
@@ -143,9 +149,18 @@ class Trainer:
                     device=self.device,
                     trainable=True,
                     config_changes=cfg.init_checkpoint_changes,
+                    dtype=self.dtype,
+                )
+                untrained = (
+                    read_checkpoint_config(cfg.init_checkpoint)["extra"].get("action_head") == "untrained"
                 )
             except CheckpointError as error:
                 raise TrainConfigError(f"init_checkpoint: {error}") from error
+            if untrained:  # e.g. converted from OpenVLA: its statistics are another robot's
+                self.pre.config.action_stats = dataset_statistics(cfg.data.train)[0]
+                print(
+                    f"{cfg.init_checkpoint}: untrained action head; action statistics from {cfg.data.train}"
+                )
         else:
             model_cfg = preset(cfg.preset, **cfg.model_overrides)
             action_stats, proprio_stats = dataset_statistics(cfg.data.train)
@@ -156,8 +171,21 @@ class Trainer:
                 )
             )
             torch.manual_seed(cfg.seed)
-            self.model = build_model(model_cfg, device=self.device)
+            self.model = build_model(model_cfg, device=self.device, dtype=self.dtype)
         self.trainable = apply_training_stage(self.model, cfg.stage)
+        for p in self.model.parameters():  # AdamW's weights and states in float32, whatever the frozen ones
+            if p.requires_grad:
+                p.data = p.data.float()
+        if cfg.gradient_checkpointing:
+            for hf_model in [t.model for t in self.model.vision.towers] + [self.model.llm]:
+                # transformers 5 renamed it (the old name warns); 4.x has only the old one
+                enable = getattr(hf_model, "activation_checkpointing_enable", None)
+                if enable is not None:
+                    enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    hf_model.gradient_checkpointing_enable(
+                        gradient_checkpointing_kwargs={"use_reentrant": False}
+                    )
         if self.fsdp:
             # DDP starts every rank from rank 0's weights (it broadcasts them); FSDP does not, so do it here.
             with torch.no_grad():
@@ -199,12 +227,13 @@ class Trainer:
 
     def _expected_action_space(self) -> ActionSpace:
         if self.cfg.init_checkpoint:
-            return load_checkpoint(self.cfg.init_checkpoint, device="cpu")[1].config.action_space
+            record = read_checkpoint_config(self.cfg.init_checkpoint)
+            return ActionSpace.from_dict(record["preprocessing"]["action_space"])
         return ActionSpace(chunk_size=preset(self.cfg.preset, **self.cfg.model_overrides).action.chunk_size)
 
     def _load_model(self, path: Path) -> None:
         try:
-            self.model, self.pre = load_checkpoint(path, device=self.device, trainable=True)
+            self.model, self.pre = load_checkpoint(path, device=self.device, trainable=True, dtype=self.dtype)
         except CheckpointError as error:
             raise TrainConfigError(f"--resume {path}: {error}") from None
         expected = self._expected_action_space()
@@ -307,7 +336,7 @@ class Trainer:
         if self.cfg.action_loss_weights is not None:
             dims = torch.tensor(self.cfg.action_loss_weights, dtype=torch.float32, device=valid.device)
             weights = valid.float()[..., None] * dims  # (B, N_c, 7)
-        with autocast_context(self.device):
+        with autocast_context(self.device, self.dtype):
             return self.wrapped(inputs, targets, weights).loss
 
     def optimizer_step(self) -> float:

@@ -12,9 +12,9 @@ The floor, measured in the same run: forward + backward + optimizer on one batch
 in memory, i.e. a step without a data pipeline; step / floor is the pipeline's overhead.
 
 tiny (default): config/train_tiny.yaml (its model, data settings and batch size 32) on the CPU, 2 threads.
-7b: config/train_7b_lora.yaml (stage 2: LoRA on the LLM) with random weights of the 7b layout on one CUDA
-GPU, as the trainer runs it in a single process (fp32 master weights, bf16 autocast); also prints
-torch.cuda.max_memory_allocated.
+7b: config/train_7b_towers_lora.yaml (stage 2: LoRA on the LLM) with random weights of the 7b layout on one
+CUDA GPU, as the trainer runs it in a single process (frozen weights in bf16, trainable ones and AdamW in
+fp32, bf16 autocast); also prints torch.cuda.max_memory_allocated.
 Without --data, a synthetic annotated dataset is written with the project's shard writer to a temporary
 folder, large enough that the timed steps come after the shuffle buffer has filled; that fill, paid once
 per epoch, is reported on its own line.
@@ -43,7 +43,7 @@ from pixelvla_ros.learning.training.data import batches
 from pixelvla_ros.learning.training.train import Trainer
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-DEFAULT_CONFIG = {"tiny": CONFIG_DIR / "train_tiny.yaml", "7b": CONFIG_DIR / "train_7b_lora.yaml"}
+DEFAULT_CONFIG = {"tiny": CONFIG_DIR / "train_tiny.yaml", "7b": CONFIG_DIR / "train_7b_towers_lora.yaml"}
 PHASES = ("data", "collate", "forward", "backward", "optimizer")
 
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(DEFAULT_CONFIG), default="tiny")
     ap.add_argument("--config", type=Path, help="training config (default: config/train_tiny.yaml, or "
-                    "config/train_7b_lora.yaml with --preset 7b)")  # fmt: skip
+                    "config/train_7b_towers_lora.yaml with --preset 7b)")  # fmt: skip
     ap.add_argument("--data", help="annotated dataset folder (default: synthetic, in a temporary folder)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps (and as many floor steps)")
     ap.add_argument("--warmup", type=int, default=2)

@@ -55,7 +55,9 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 BACKBONE_ID, ARCH_SPECIFIER = "dinosiglip-vit-so-224px", "no-align+fused-gelu-mlp"
-OUTPUT_SHARD_BYTES = 2 << 30  # peak host memory is about two of these, whatever the model's size
+OUTPUT_SHARD_BYTES = (
+    2 << 30
+)  # peak host memory: about one of these (bench.convert_openvla), whatever the model
 
 
 @dataclass(frozen=True)

@@ -80,10 +80,11 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
 
 def autocast_context(device: torch.device | str, dtype: torch.dtype = torch.float32):
     """On CUDA, autocast to the weights' reduced dtype, or to bfloat16 (float16 without it) for float32
-    weights; on the CPU nothing: the model computes in its weights' dtype."""
+    weights. On the CPU, autocast to a reduced dtype (weights of mixed dtypes: reduced frozen ones, float32
+    trainable ones); float32 weights compute in float32."""
     device = torch.device(device)
     if device.type != "cuda":
-        return contextlib.nullcontext()
+        return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast("cpu", dtype=dtype)
     if dtype == torch.float32:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)

@@ -108,6 +108,14 @@ class PolicyNode(Node):
             self, "checkpoint", "", "checkpoint folder; empty = the packaged tiny checkpoint", read_only=True
         )
         device = declare(self, "device", "auto", "torch device: auto (cuda when present), cpu, cuda:N")
+        dtype = declare(
+            self,
+            "dtype",
+            "auto",
+            "weights' dtype: auto (bfloat16 on a GPU, float16 on one without bfloat16, float32 on the CPU), "
+            "float32, bfloat16 or float16; one the device cannot run stops the start",
+            read_only=True,
+        )
         self.max_image_age = declare(
             self,
             "max_image_age",
@@ -163,10 +171,13 @@ class PolicyNode(Node):
         if policy is None:
             path = Path(checkpoint) if checkpoint else package_share() / "checkpoints" / "tiny"
             torch_device = None if device == "auto" else device
-            policy = Policy.from_checkpoint(path, device=torch_device)  # CheckpointError says what is wrong
+            policy = Policy.from_checkpoint(
+                path, device=torch_device, dtype=dtype
+            )  # errors say what is wrong
         self.policy = policy
         self.get_logger().info(
-            f"PixelVLA from {policy.checkpoint} on {policy.device}: chunks of {policy.chunk_size} x "
+            f"PixelVLA from {policy.checkpoint} on {policy.device} in {policy.dtype}: chunks of "
+            f"{policy.chunk_size} x "
             f"{policy.chunk_times()[1] - policy.chunk_times()[0]:.3f} s, {policy.commit_steps} steps each "
             "before a newer one takes over (the checkpoint's commit_steps, sent with every chunk)"
         )

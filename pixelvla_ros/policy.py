@@ -26,7 +26,8 @@ import torch
 
 from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.camera import CameraModel
-from pixelvla_ros.preprocessing import Preprocessor
+from pixelvla_ros.inference.engine import InferenceEngine, make_engine
+from pixelvla_ros.preprocessing import PreprocessConfig, Preprocessor
 from pixelvla_ros.prompts import VisualPrompt
 from pixelvla_ros.safety import SafetyLimits, UnsafeChunkError, check_chunk
 
@@ -54,17 +55,24 @@ class Policy:
     """A PixelVLA model and its checkpoint's preprocessing, with the safety check on every output."""
 
     def __init__(
-        self, model: torch.nn.Module, preprocessor: Preprocessor, limits: SafetyLimits | None = None
+        self,
+        model: torch.nn.Module,
+        preprocessor: Preprocessor,
+        limits: SafetyLimits | None = None,
+        engine: InferenceEngine | None = None,
     ) -> None:
-        """`model` (a PixelVLA, switched to eval mode here) and the Preprocessor saved with it."""
+        """`model` (a PixelVLA, switched to eval mode here) and the Preprocessor saved with it; `engine`: the
+        backend that runs the model (pixelvla_ros.inference.engine; default eager)."""
         preprocessor.config.check_matches(model.cfg)
         self.model = model.eval()
         self.preprocessor = preprocessor
         self.limits = limits or SafetyLimits()
+        self.engine = engine or InferenceEngine(model)
         self.chunk_size = int(preprocessor.config.action_space.chunk_size)
         self.commit_steps = int(preprocessor.config.commit_steps)  # steps a started chunk runs (checkpoint)
         self.proprio_dim = int(preprocessor.config.proprio_dim)
         self.checkpoint: Path | None = None
+        self.warm_up_s: float | None = None
 
     @classmethod
     def from_checkpoint(
@@ -73,10 +81,14 @@ class Policy:
         device: torch.device | str | None = None,
         limits: SafetyLimits | None = None,
         dtype: str = "auto",
+        backend: str = "eager",
+        onnx_path: str | Path | None = None,
     ) -> Policy:
-        """Load a checkpoint folder (raises CheckpointError saying what is wrong); LoRA merged for speed.
+        """Load a checkpoint folder (raises CheckpointError saying what is wrong), LoRA merged, on the backend
+        `backend` names (BackendUnavailableError for one that cannot run here), warmed up.
         dtype: the weights' (pixelvla_ros.model.pixelvla.resolve_dtype: "auto" is bfloat16 on a GPU, float32
-        on the CPU); one the device cannot run raises ValueError."""
+        on the CPU); one the device cannot run raises ValueError. onnx_path: the `export` of this checkpoint
+        for onnxruntime / tensorrt (default: exported at start)."""
         from pixelvla_ros.model.checkpoint import load_checkpoint
         from pixelvla_ros.model.pixelvla import default_device, resolve_dtype
 
@@ -84,9 +96,23 @@ class Policy:
         model, preprocessor = load_checkpoint(
             path, device=device, merge=True, dtype=resolve_dtype(dtype, device)
         )
-        policy = cls(model, preprocessor, limits)
+        policy = cls(model, preprocessor, limits, make_engine(backend, model, onnx_path))
         policy.checkpoint = Path(path)
+        policy.warm_up()
         return policy
+
+    def warm_up(self) -> float:
+        """Pay the backend's one-time costs (compilation, graph capture, allocations) on a synthetic
+        observation before the first real one; returns the seconds it took."""
+        c = self.preprocessor.config
+        size = c.image_size
+        image = np.zeros((size, size, 3), dtype=np.uint8)
+        proprio = np.zeros(c.proprio_dim) if c.proprio_dim else None
+        point = [VisualPrompt.point([[size / 2, size / 2]])] if c.slots.max_points else []
+        t0 = time.perf_counter()
+        self.engine.warm_up(self.preprocessor(image, "warm up", None, point, proprio, None))
+        self.warm_up_s = time.perf_counter() - t0
+        return self.warm_up_s
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +121,16 @@ class Policy:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @property
+    def backend(self) -> str:
+        """The inference backend's name (pixelvla_ros.inference.engine.BACKENDS)."""
+        return self.engine.name
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        """The checkpoint's preprocessing configuration (action space, prompt anchor, normalization)."""
+        return self.preprocessor.config
 
     def chunk_times(self) -> np.ndarray:
         """(N_c,) s after the image stamp (the preprocessor's chunk_times: k / control rate)."""
@@ -121,8 +157,7 @@ class Policy:
             inputs = self.preprocessor(image, instruction, object_mask, list(prompts), proprio, camera)
             stage = "model"
             t1 = time.perf_counter()
-            out = self.model.predict(inputs)  # (1, N_c, 7) normalized
-            out = out.detach().float().cpu().numpy()  # waits for the device
+            out = self.engine(inputs).numpy()  # (1, N_c, 7) normalized; waits for the device
             latency = time.perf_counter() - t1
             stage = "postprocessing"
             if out.shape != (1, self.chunk_size, ACTION_DIM):

@@ -213,19 +213,19 @@ def test_failing_policy_gives_no_chunk_and_recovers(
     stack, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
     node, rig = stack
-    real = node.policy.model.predict
+    real = node.policy.engine.run
 
     def broken(inputs):  # noqa: ANN001, ANN202
         if failure == "raises":
             raise RuntimeError("CUDA error: device-side assert triggered")
         return torch.full_like(real(inputs), float("nan"))
 
-    monkeypatch.setattr(node.policy.model, "predict", broken)
+    monkeypatch.setattr(node.policy.engine, "run", broken)
     before = len(rig.chunks)
     t = rig.frame()
     assert refused_with(node, "CUDA error" if failure == "raises" else "NaN"), node.state
     assert not chunk_for(rig, t, timeout=0.3) and len(rig.chunks) == before
-    monkeypatch.setattr(node.policy.model, "predict", real)
+    monkeypatch.setattr(node.policy.engine, "run", real)
     assert chunk_for(rig, rig.frame())
 
 

@@ -47,6 +47,7 @@ from tqdm import tqdm  # noqa: E402
 from pixelvla_ros.action_space import ACTION_DIM, GRIPPER  # noqa: E402
 from pixelvla_ros.camera import CameraModel  # noqa: E402
 from pixelvla_ros.chunk_timeline import ChunkTimeline, TimedChunk  # noqa: E402
+from pixelvla_ros.inference.engine import BACKENDS  # noqa: E402
 from pixelvla_ros.model.pixelvla import DTYPE_CHOICES  # noqa: E402
 from pixelvla_ros.policy import ActionChunkResult, Policy  # noqa: E402
 from pixelvla_ros.preprocessing import STATE_PROPRIO_DIM, state_proprio  # noqa: E402
@@ -361,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="weights' dtype (default auto: bfloat16 on a GPU, float32 on the CPU)",
     )
+    ap.add_argument(
+        "--backend",
+        choices=[b for b in BACKENDS if b != "remote"],
+        default="eager",
+        help="inference backend (pixelvla_ros/inference/engine.py; default eager)",
+    )
     ap.add_argument("--gif-episodes", type=int, default=4, help="episodes shown in episodes.gif (0: none)")
     ap.add_argument("--gif-stride", type=int, default=2, help="keep every n-th frame in the GIF")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -402,15 +409,17 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
         try:
             record = read_checkpoint_config(args.checkpoint)
-            policy = Policy.from_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype)
-        except (CheckpointError, ValueError) as e:  # ValueError: a dtype the device cannot run
+            policy = Policy.from_checkpoint(
+                args.checkpoint, device=args.device, dtype=args.dtype, backend=args.backend
+            )
+        except (CheckpointError, ValueError) as e:  # ValueError: a dtype or backend that cannot run here
             raise EvaluationError(str(e)) from e
         check_proprio_dim(policy.proprio_dim)
         agent = PolicyAgent(policy, calibrated=not args.uncalibrated)
         execute = args.execute_steps or policy.commit_steps
         if not 1 <= execute <= policy.chunk_size:
             raise EvaluationError(f"--execute-steps must be in [1, {policy.chunk_size}], got {execute}")
-        rate = policy.preprocessor.config.action_space.control_rate_hz
+        rate = policy.preprocess_config.action_space.control_rate_hz
         sim_rate = TaskConfig().action_space.control_rate_hz
         if rate != sim_rate:  # one chunk step per control step
             raise EvaluationError(f"the checkpoint acts at {rate:g} Hz, the simulator at {sim_rate:g} Hz")
@@ -528,6 +537,8 @@ def build_report(
             "max_steps": args.max_steps or TaskConfig().max_steps,
             "execute_steps": execute_steps,
             "camera_calibration": not args.uncalibrated,
+            "backend": None if args.expert else args.backend,
+            "dtype": None if args.expert else args.dtype,
         },
         "cells": summarize(episodes, families, modes),
         "overall": {

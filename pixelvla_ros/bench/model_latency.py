@@ -1,10 +1,14 @@
-"""Policy-call latency of PixelVLA: one forward producing an action chunk.
+"""Policy-call latency of PixelVLA per inference backend: one call producing an action chunk.
 
-    python -m pixelvla_ros.bench.model_latency [--calls 100] [--warmup 10] [--skip-7b]
+    python -m pixelvla_ros.bench.model_latency [--backend all|eager|compile|...] [--calls 100] [--warmup 10]
+                                               [--skip-7b]
 
-Always: the `tiny` preset on the CPU with 2 threads (forward alone, and the whole policy call:
-preprocessing + forward + unnormalization). When CUDA is present: the `7b` preset in bf16 with random
-weights, next to its physical floor measured in the same run:
+The packaged tiny checkpoint on the CPU with 2 threads, per backend (pixelvla_ros.inference.engine): the
+engine call alone (model inputs -> normalized chunk) and the whole policy call (Policy.predict_chunk from a
+640x480 image: preprocessing, engine, unnormalization, safety check), and each one's speedup over eager
+measured in the same run. A backend that cannot run here is listed with the reason. When CUDA is present:
+the `7b` preset in bf16 with random weights per CUDA backend (eager, compile, cuda_graph), next to its
+physical floor measured in the same run:
     floor = weight bytes / measured device-to-device copy bandwidth
           + prefill FLOPs / measured bf16 matmul throughput
 Prints a short table (median and p99 over the timed calls).
@@ -16,13 +20,21 @@ import argparse
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pixelvla_ros.model import PixelVLA, autocast_context, build_model, config_7b, tiny_config
+from pixelvla_ros.inference.engine import BACKENDS, BackendUnavailableError, make_engine
+from pixelvla_ros.model import PixelVLA, config_7b, load_checkpoint
 from pixelvla_ros.model.testing import make_preprocessor, sample_input
+from pixelvla_ros.policy import Policy
 from pixelvla_ros.preprocessing import NormStats
+
+TINY = Path(__file__).resolve().parents[2] / "checkpoints" / "tiny"
+LOCAL_BACKENDS = tuple(b for b in BACKENDS if b != "remote")
+BENCH_TOKEN = "model-latency-benchmark-token"  # a throwaway server on loopback, for this run only
+CUDA_7B_BACKENDS = ("eager", "compile", "cuda_graph")
 
 
 def _time_calls(fn: Callable[[], object], calls: int, warmup: int, cuda: bool) -> np.ndarray:
@@ -44,26 +56,102 @@ def _row(name: str, ms: np.ndarray, extra: str = "") -> str:
     return f"{name:<44} {np.median(ms):>9.2f} {np.percentile(ms, 99):>9.2f}  {extra}"
 
 
-def bench_tiny(calls: int, warmup: int, threads: int = 2) -> list[str]:
+def bench_tiny(backends: list[str], calls: int, warmup: int, threads: int = 2) -> list[str]:
+    """The packaged checkpoint on the CPU, per backend; a fresh model each (compile changes its model)."""
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    model = build_model(cfg, device="cpu").eval()
-    pre = make_preprocessor(cfg)
-    obs = sample_input("all", hw=(480, 640), proprio_dim=cfg.proprio_dim)
-    x = pre.batch([obs])
-    fwd = _time_calls(lambda: model.predict(x), calls, warmup, cuda=False)
-    full = _time_calls(lambda: pre.postprocess(model.predict(pre.batch([obs]))), calls, warmup, cuda=False)
-    info = (
-        f"{model.num_parameters() / 1e6:.2f}M params, {cfg.num_tokens()} tokens, N_c={cfg.action.chunk_size}"
-    )
+    obs = sample_input("all", hw=(480, 640), proprio_dim=4)
+    rows, eager = [], None
+    for backend in backends:
+        model, pre = load_checkpoint(TINY, device="cpu")
+        try:
+            t0 = time.perf_counter()
+            engine = make_engine(backend, model)
+            policy = Policy(model, pre, engine=engine)
+            policy.warm_up()
+            ready = time.perf_counter() - t0
+        except BackendUnavailableError as e:
+            rows.append(f"tiny, {backend}: not run here: {e}")
+            continue
+        x = pre.batch([obs])
+        fwd = _time_calls(lambda e=engine, x=x: e(x), calls, warmup, cuda=False)
+        call = _time_calls(
+            lambda p=policy: p.predict_chunk(obs.image, obs.task, obs.prompts, obs.object_mask, obs.proprio),
+            calls,
+            warmup,
+            cuda=False,
+        )
+        if backend == "eager":
+            eager = (np.median(fwd), np.median(call))
+        speed = (
+            f", x{eager[0] / np.median(fwd):.2f} / x{eager[1] / np.median(call):.2f} vs eager"
+            if eager
+            else ""
+        )
+        rows.append(
+            _row(f"tiny, CPU {threads} threads, {backend}: engine", fwd, f"ready in {ready:.1f} s{speed}")
+        )
+        rows.append(_row(f"tiny, CPU {threads} threads, {backend}: policy call", call, "640x480 image in"))
+    return rows
+
+
+def bench_remote(calls: int, warmup: int, threads: int = 2) -> list[str]:
+    """The policy server on loopback (a subprocess, the packaged checkpoint, eager, CPU) against the same
+    policy in process, in the same run: the remote backend's overhead (transport and serialization)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from pixelvla_ros.inference.remote import RemotePolicy
+
+    torch.set_num_threads(threads)
+    obs = sample_input("all", hw=(480, 640), proprio_dim=4)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "server.log"
+        env = {**os.environ, "PIXELVLA_SERVER_TOKEN": BENCH_TOKEN, "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "pixelvla_ros.inference.server", "--checkpoint", str(TINY), "--port",
+               str(port), "--device", "cpu"]  # fmt: skip
+        with open(log, "w") as out:
+            server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while "serving" not in log.read_text():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    return [f"remote: the server did not start: {log.read_text()[-500:]}"]
+                time.sleep(0.2)
+            remote = RemotePolicy.connect(f"ws://127.0.0.1:{port}", BENCH_TOKEN, timeout_s=10.0)
+            local = Policy.from_checkpoint(TINY, device="cpu")
+            overheads: list[float] = []
+            server_calls: list[float] = []
+
+            def remote_call() -> None:
+                remote.predict_chunk(obs.image, obs.task, obs.prompts, obs.object_mask, obs.proprio)
+                t = remote.last_timing
+                overheads.append(t["round_trip_s"] - t.get("server_receive_to_reply_s", t["round_trip_s"]))
+                server_calls.append(t.get("policy_total_s", float("nan")))
+
+            def local_call() -> None:
+                local.predict_chunk(obs.image, obs.task, obs.prompts, obs.object_mask, obs.proprio)
+
+            here = _time_calls(local_call, calls, warmup, cuda=False)
+            there = _time_calls(remote_call, calls, warmup, cuda=False)
+            remote.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    wire = np.asarray(overheads[warmup:]) * 1000.0
     return [
-        _row(f"tiny, CPU {threads} threads, fp32: forward", fwd, info),
-        _row(
-            f"tiny, CPU {threads} threads: policy call (640x480 in)",
-            full,
-            "preprocess + forward + unnormalize",
-        ),
+        _row("tiny, CPU: policy call in process", here, "eager, 640x480 image in"),
+        _row("tiny, CPU: policy call, remote on loopback", there, "the same policy in a policy_server"),
+        f"{'  remote overhead (median difference)':<44} {np.median(there) - np.median(here):>9.2f} {'':>9}  "
+        f"transport + serialization per call: {np.median(wire):.2f} ms median, {np.percentile(wire, 99):.2f} "
+        "ms p99 (round trip minus the server's receive-to-reply)",
+        f"{'  the policy call inside the server':<44} {np.median(server_calls[warmup:]) * 1e3:>9.2f} "
+        f"{np.percentile(server_calls[warmup:], 99) * 1e3:>9.2f}  server and client share the cores",
     ]
 
 
@@ -110,7 +198,7 @@ def measure_matmul_flops(n: int = 8192) -> float:
     return 2 * n**3 / (np.median(ms) / 1000.0)
 
 
-def bench_7b(calls: int, warmup: int) -> list[str]:
+def bench_7b(backends: list[str], calls: int, warmup: int) -> list[str]:
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # pragma: no cover
@@ -124,36 +212,49 @@ def bench_7b(calls: int, warmup: int) -> list[str]:
             p.normal_(0.0, 0.02)
     stats = NormStats([-1.0] * 7, [1.0] * 7)
     pre = make_preprocessor(cfg, stats)
-    x = pre.batch([sample_input("all", hw=(480, 640), proprio_dim=0)]).to("cuda")
-    with autocast_context("cuda"):
-        ms = _time_calls(lambda: model.predict(x), calls, warmup, cuda=True)
+    x = pre.batch([sample_input("all", hw=(480, 640), proprio_dim=0)])
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     flops = prefill_flops(model)
     bw, mm = measure_copy_bandwidth(), measure_matmul_flops()
     floor_ms = (weight_bytes / bw + flops / mm) * 1000.0
-    med = float(np.median(ms))
-    return [
-        _row("7b, CUDA bf16, random weights: forward", ms, f"{cfg.num_tokens()} tokens"),
-        f"{'  physical floor':<44} {floor_ms:>9.2f} {'':>9}  "
-        f"{weight_bytes / 1e9:.2f} GB / {bw / 1e9:.0f} GB/s"
-        f" + {flops / 1e12:.2f} TFLOP / {mm / 1e12:.0f} TFLOP/s",
-        f"{'  ratio forward / floor':<44} {med / floor_ms:>9.2f}",
+    rows = [
+        f"{'7b physical floor':<44} {floor_ms:>9.2f} {'':>9}  {weight_bytes / 1e9:.2f} GB / {bw / 1e9:.0f} "
+        f"GB/s + {flops / 1e12:.2f} TFLOP / {mm / 1e12:.0f} TFLOP/s"
     ]
+    # compile last: it compiles the model's blocks in place
+    for backend in sorted((b for b in backends if b in CUDA_7B_BACKENDS), key=CUDA_7B_BACKENDS.index):
+        engine = make_engine(backend, model)
+        engine.warm_up(x)
+        ms = _time_calls(lambda e=engine: e(x), calls, warmup, cuda=True)
+        rows.append(
+            _row(
+                f"7b, CUDA bf16, {backend}: engine",
+                ms,
+                f"{np.median(ms) / floor_ms:.2f} x the floor, {cfg.num_tokens()} tokens",
+            )  # fmt: skip
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="all", choices=("all", *BACKENDS), help="default: all")
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for the tiny model")
     ap.add_argument("--skip-7b", action="store_true")
     args = ap.parse_args(argv)
+    backends = list(BACKENDS) if args.backend == "all" else ["eager", args.backend]
+    backends = list(dict.fromkeys(backends))  # eager first: the speedups are over it
     print(f"{'configuration':<44} {'median ms':>9} {'p99 ms':>9}  notes")
-    for line in bench_tiny(args.calls, args.warmup, args.threads):
+    for line in bench_tiny([b for b in backends if b != "remote"], args.calls, args.warmup, args.threads):
         print(line, flush=True)
+    if "remote" in backends:
+        for line in bench_remote(args.calls, args.warmup, args.threads):
+            print(line, flush=True)
     if torch.cuda.is_available() and not args.skip_7b:
         print(f"device: {torch.cuda.get_device_name()}")
-        for line in bench_7b(args.calls, args.warmup):
+        for line in bench_7b(backends, args.calls, args.warmup):
             print(line, flush=True)
     else:
         print("7b: skipped (no CUDA device)" if not torch.cuda.is_available() else "7b: skipped (--skip-7b)")

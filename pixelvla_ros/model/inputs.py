@@ -152,12 +152,28 @@ class ModelInputs:
     proprio: torch.Tensor | None = None  # (B, P) normalized proprio, when the model has a proprio token
     anchor: torch.Tensor | None = None  # (B, ANCHOR_DIM), when the model has config.prompt_anchor
 
-    def to(self, device: torch.device | str) -> ModelInputs:
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.to(device) if v is not None else None
-        return ModelInputs(**out)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ModelInputs:
+        return ModelInputs.from_tensors(
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors().items()}
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor by a flat name (prompt fields as prompt_<field>; absent proprio / anchor left out):
+        the inputs of an exported graph, a captured CUDA graph's buffers, a message on the network."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompts"}
+        out |= {f"prompt_{k}": v for k, v in self.prompts.__dict__.items()}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ModelInputs:
+        """The inverse of tensors()."""
+        prompts = PromptTensors(**{f.name: tensors[f"prompt_{f.name}"] for f in fields(PromptTensors)})
+        plain = {f.name: tensors.get(f.name) for f in fields(cls) if f.name != "prompts"}
+        return cls(prompts=prompts, **plain)
+
+    def pin_memory(self) -> ModelInputs:
+        """A copy in page-locked host memory, so that copies to a GPU can run asynchronously."""
+        return ModelInputs.from_tensors({k: v.pin_memory() for k, v in self.tensors().items()})
 
     @property
     def batch_size(self) -> int:

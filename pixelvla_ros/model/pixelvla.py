@@ -224,8 +224,9 @@ class PixelVLA(nn.Module):
     def text_embeddings(self) -> nn.Module:
         return self.llm.get_input_embeddings()
 
-    def _static_layout(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token block ids (L,) and point-slot flags (L,) of the fixed sequence layout."""
+    def _static_layout(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """Per-token block ids (L,), point-slot flags (L,) and the first point slot (None without point
+        slots) of the fixed sequence layout."""
         key = str(device)
         if key not in self._static_cache:
             c = self.cfg
@@ -243,12 +244,14 @@ class PixelVLA(nn.Module):
             ).to(device)
             point = torch.zeros_like(block, dtype=torch.bool)
             point[n_pre : n_pre + S] = self.prompt_encoder.point_slot_flags(device)
-            self._static_cache[key] = (block, point)
+            # a Python int, found once: no device sync per call, nothing data-dependent to trace (export)
+            first_point = int(point.nonzero()[0]) if point.any() else None
+            self._static_cache[key] = (block, point, first_point)
         return self._static_cache[key]
 
     def attention_layout(self, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """valid (B, L) bool -> 4D mask (B, 1, L, L) for the LLM's attention and position ids (B, L)."""
-        block, point = self._static_layout(valid.device)
+        block, point, first_point = self._static_layout(valid.device)
         L = valid.shape[1]
         idx = torch.arange(L, device=valid.device)
         causal = idx[None, :] <= idx[:, None]  # (L, L) key <= query
@@ -257,7 +260,6 @@ class PixelVLA(nn.Module):
         allowed = allowed | torch.eye(L, dtype=torch.bool, device=valid.device)[None]  # no empty rows
         # positions: present tokens advance by one; the point set advances once in all
         advance = (valid & ~point[None]).long()
-        first_point = int(point.nonzero()[0]) if point.any() else None
         if first_point is not None:
             advance[:, first_point] = (valid & point[None]).any(-1).long()
         position_ids = (advance.cumsum(-1) - 1).clamp_min(0)  # (B, L)

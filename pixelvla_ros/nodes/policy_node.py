@@ -40,6 +40,9 @@ from std_msgs.msg import String
 from pixelvla_ros.action import RunTask
 from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.click_projection import pose_to_matrix
+from pixelvla_ros.inference.engine import BACKENDS
+from pixelvla_ros.inference.remote import RemotePolicy
+from pixelvla_ros.inference.server import TOKEN_ENV, read_token
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
 from pixelvla_ros.nodes.conversions import (
@@ -99,7 +102,7 @@ class StampedHistory:
 
 
 class PolicyNode(Node):
-    def __init__(self, policy: Policy | None = None) -> None:
+    def __init__(self, policy: Policy | RemotePolicy | None = None) -> None:
         """`policy`: an already loaded Policy (tests); by default the `checkpoint` parameter's."""
         super().__init__("policy_node")
         self.thread: threading.Thread | None = None  # started last; a failed start has none to stop
@@ -168,16 +171,41 @@ class PolicyNode(Node):
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
 
-        if policy is None:
+        backend = declare(
+            self,
+            "backend",
+            "eager",
+            f"inference backend, one of {', '.join(BACKENDS)} (pixelvla_ros/inference/engine.py); one that "
+            "cannot run here stops the start, naming the alternatives",
+            read_only=True,
+        )
+        server_url = declare(
+            self,
+            "server_url",
+            "",
+            "backend remote: the policy server's ws:// or wss:// address (policy_server on the GPU machine)",
+            read_only=True,
+        )
+        server_token_file = declare(
+            self,
+            "server_token_file",
+            "",
+            f"backend remote: file holding the server's token (empty: the {TOKEN_ENV} environment variable)",
+            read_only=True,
+        )
+        if policy is None and backend == "remote":
+            # the model runs on the server; a lost server gives invalid chunks: no motion, reconnection
+            policy = RemotePolicy.connect(server_url, read_token(server_token_file or None))
+        elif policy is None:
             path = Path(checkpoint) if checkpoint else package_share() / "checkpoints" / "tiny"
             torch_device = None if device == "auto" else device
-            policy = Policy.from_checkpoint(
-                path, device=torch_device, dtype=dtype
-            )  # errors say what is wrong
+            # errors say what is wrong; the backend is warmed up before the node reports anything
+            policy = Policy.from_checkpoint(path, device=torch_device, dtype=dtype, backend=backend)
         self.policy = policy
+        warm = f", warmed up in {policy.warm_up_s:.1f} s" if policy.warm_up_s is not None else ""
         self.get_logger().info(
-            f"PixelVLA from {policy.checkpoint} on {policy.device} in {policy.dtype}: chunks of "
-            f"{policy.chunk_size} x "
+            f"PixelVLA from {policy.checkpoint} on {policy.device} in {policy.dtype}, backend "
+            f"{policy.backend}{warm}: chunks of {policy.chunk_size} x "
             f"{policy.chunk_times()[1] - policy.chunk_times()[0]:.3f} s, {policy.commit_steps} steps each "
             "before a newer one takes over (the checkpoint's commit_steps, sent with every chunk)"
         )
@@ -424,7 +452,7 @@ class PolicyNode(Node):
 
     def anchor_state(self) -> str:
         """For the diagnostics: whether the prompt anchor reaches the model."""
-        if not self.policy.preprocessor.config.prompt_anchor:
+        if not self.policy.preprocess_config.prompt_anchor:
             return "not used by this checkpoint"
         return "off (camera_pose_in_base not set)" if self.camera_pose is None else "on"
 
@@ -550,6 +578,10 @@ class PolicyNode(Node):
             KeyValue(key="arm_states_refused", value=str(self.arm_states_refused)),
             KeyValue(key="last_arm_state_refusal", value=self.last_arm_state_refusal),
             KeyValue(key="checkpoint", value=str(self.policy.checkpoint)),
+            KeyValue(key="backend", value=self.policy.backend),
+            KeyValue(
+                key="warm_up_s", value=f"{self.policy.warm_up_s:.2f}" if self.policy.warm_up_s else "n/a"
+            ),
             KeyValue(key="prompt_anchor", value=self.anchor_state()),
         ]
         msg = DiagnosticArray(status=[status])

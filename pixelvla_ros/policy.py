@@ -68,6 +68,7 @@ class Policy:
         self.preprocessor = preprocessor
         self.limits = limits or SafetyLimits()
         self.engine = engine or InferenceEngine(model)
+        preprocessor.device = self.engine.device  # images go to the model's device as uint8, resized there
         self.chunk_size = int(preprocessor.config.action_space.chunk_size)
         self.commit_steps = int(preprocessor.config.commit_steps)  # steps a started chunk runs (checkpoint)
         self.proprio_dim = int(preprocessor.config.proprio_dim)

@@ -240,10 +240,14 @@ class Preprocessor:
     def __init__(self, config: PreprocessConfig, tokenizer: Any | None = None):
         self.config = config
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer)
+        # Where images are converted and resized: a GPU takes the uint8 frame (a quarter of the float bytes)
+        # and does the arithmetic; Policy sets it to its engine's device.
+        self.device = torch.device("cpu")
 
     # --- observations -> model inputs ------------------------------------------------------------------
     def image_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (3, S, S) float in [0, 1] (bilinear, antialiased, aspect squashed)."""
+        """(H, W, 3) uint8 RGB -> (3, S, S) float in [0, 1] (bilinear, antialiased, aspect squashed), on
+        self.device."""
         if not isinstance(image, np.ndarray):
             raise PixelVLAInputError(f"image must be a numpy array, got {type(image).__name__}")
         if image.dtype != np.uint8:
@@ -251,7 +255,10 @@ class Preprocessor:
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
             raise PixelVLAInputError(f"image must have shape (H, W, 3), got {image.shape}")
         s = self.config.image_size
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.permute(2, 0, 1)[None].float() / 255.0
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
         return x[0].clamp_(0.0, 1.0)

@@ -102,3 +102,18 @@ def test_cuda_graph_refuses_inputs_of_another_shape():
     two = pre.batch([sample_input("all", proprio_dim=4), sample_input("text", proprio_dim=4)])
     with pytest.raises(ValueError, match="shapes differ from the captured ones"):
         engine(two)
+
+
+@CUDA
+def test_on_a_gpu_the_image_is_resized_there_and_the_policy_call_matches_the_cpus():
+    cpu = Policy.from_checkpoint(TINY, device="cpu")
+    gpu = Policy.from_checkpoint(TINY, device="cuda", dtype="float32")
+    x = sample_input("all", hw=(480, 640), proprio_dim=4)
+    assert gpu.preprocessor.device.type == "cuda" and gpu.preprocessor.image_tensor(x.image).is_cuda
+    torch.testing.assert_close(
+        gpu.preprocessor.image_tensor(x.image).cpu(), cpu.preprocessor.image_tensor(x.image)
+    )
+    a = cpu.predict_chunk(x.image, x.task, x.prompts, x.object_mask, x.proprio)
+    b = gpu.predict_chunk(x.image, x.task, x.prompts, x.object_mask, x.proprio)
+    assert a.valid and b.valid
+    assert abs(a.actions - b.actions).max() < 5e-2  # float32 weights under bf16 autocast on the GPU

@@ -36,12 +36,19 @@ class InferenceEngine:
         self.calls = 0
 
     def __call__(self, inputs: ModelInputs) -> torch.Tensor:
-        if self.device.type == "cuda":  # page-locked host copies run asynchronously
-            inputs = inputs.pin_memory().to(self.device, non_blocking=True)
-        else:
-            inputs = inputs.to(self.device)
+        inputs = self._to_device(inputs) if self.device.type == "cuda" else inputs.to(self.device)
         self.calls += 1
         return self.run(inputs).float().cpu()  # waits for the device
+
+    def _to_device(self, inputs: ModelInputs) -> ModelInputs:
+        """Host tensors through page-locked memory (torch's caching host allocator: no allocation per call),
+        so that their copies run asynchronously; tensors already on the device stay."""
+        return ModelInputs.from_tensors(
+            {
+                k: (t.pin_memory() if t.device.type == "cpu" else t).to(self.device, non_blocking=True)
+                for k, t in inputs.tensors().items()
+            }
+        )
 
     @torch.inference_mode()
     def run(self, inputs: ModelInputs) -> torch.Tensor:

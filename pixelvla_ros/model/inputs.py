@@ -171,10 +171,6 @@ class ModelInputs:
         plain = {f.name: tensors.get(f.name) for f in fields(cls) if f.name != "prompts"}
         return cls(prompts=prompts, **plain)
 
-    def pin_memory(self) -> ModelInputs:
-        """A copy in page-locked host memory, so that copies to a GPU can run asynchronously."""
-        return ModelInputs.from_tensors({k: v.pin_memory() for k, v in self.tensors().items()})
-
     @property
     def batch_size(self) -> int:
         return self.images.shape[0]

@@ -31,12 +31,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "openvla_timm" / "towers.safetens
 TIMM_SIZES = SyntheticSizes(dino_width=64, dino_depth=3, siglip_width=80, siglip_depth=4, llm_width=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

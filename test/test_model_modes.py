@@ -10,14 +10,7 @@ from pixelvla_ros.model import PixelVLAInputError, build_model
 from pixelvla_ros.model.testing import MODES, make_preprocessor, micro_config, sample_input
 from pixelvla_ros.prompts import VisualPrompt
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Micro models: one thread is as fast, and robust to a shared CPU; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

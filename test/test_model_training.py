@@ -11,14 +11,7 @@ import torch
 from pixelvla_ros.model import apply_training_stage, build_model, has_lora, merge_lora
 from pixelvla_ros.model.testing import MODES, make_preprocessor, micro_config, sample_input
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Micro models: one thread is as fast, and robust to a shared CPU; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 EXPECTED_PREFIXES = {

@@ -3,11 +3,13 @@
     python -m pixelvla_ros.bench.model_latency [--backend all|eager|compile|...] [--calls 100] [--warmup 10]
                                                [--skip-7b]
 
-The packaged tiny checkpoint on the CPU with 2 threads, per backend (pixelvla_ros.inference.engine): the
-engine call alone (model inputs -> normalized chunk) and the whole policy call (Policy.predict_chunk from a
-640x480 image: preprocessing, engine, unnormalization, safety check), and each one's speedup over eager
-measured in the same run. A backend that cannot run here is listed with the reason. When CUDA is present:
-the `7b` preset in bf16 with random weights per CUDA backend (eager, compile, cuda_graph), next to its
+The packaged tiny checkpoint on the CPU with 2 threads, per backend (pixelvla_ros.inference.engine), next to
+its compute floor measured in the same run (prefill FLOPs / fp32 matmul throughput): the engine call alone
+(model inputs -> normalized chunk) and the whole policy call (Policy.predict_chunk from a 640x480 image:
+preprocessing, engine, unnormalization, safety check), each with its speedup over eager in the same run. A
+backend that cannot run here is listed with the reason. `remote`: the same policy in a policy_server on
+loopback against in process. When CUDA is present: the `7b` preset in bf16 with random weights per CUDA
+backend (eager, compile, cuda_graph), next to its
 physical floor measured in the same run:
     floor = weight bytes / measured device-to-device copy bandwidth
           + prefill FLOPs / measured bf16 matmul throughput
@@ -61,6 +63,13 @@ def bench_tiny(backends: list[str], calls: int, warmup: int, threads: int = 2) -
     torch.set_num_threads(threads)
     obs = sample_input("all", hw=(480, 640), proprio_dim=4)
     rows, eager = [], None
+    model, _ = load_checkpoint(TINY, device="cpu")
+    rate = measure_matmul_flops(1024, "cpu", torch.float32)
+    flops = prefill_flops(model)
+    rows.append(
+        f"{'tiny compute floor':<44} {flops / rate * 1e3:>9.2f} {'':>9}  {flops / 1e9:.2f} GFLOP / "
+        f"{rate / 1e9:.0f} GFLOP/s (fp32 matmul, {threads} threads, measured now)"
+    )
     for backend in backends:
         model, pre = load_checkpoint(TINY, device="cpu")
         try:
@@ -191,10 +200,11 @@ def measure_copy_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / (np.median(ms) / 1000.0)
 
 
-def measure_matmul_flops(n: int = 8192) -> float:
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    ms = _time_calls(lambda: a @ b, 20, 3, cuda=True)
+def measure_matmul_flops(n: int = 8192, device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> float:
+    """Matmul FLOP/s of one n x n product on `device`, median of 20."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = _time_calls(lambda: a @ b, 20, 3, cuda=device == "cuda")
     return 2 * n**3 / (np.median(ms) / 1000.0)
 
 

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from pixelvla_ros.inference.remote import RemotePolicy, RemotePolicyError
-from pixelvla_ros.inference.server import (
+from pixelvla_ros.inference.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     PROTOCOL_VERSION,

@@ -32,7 +32,7 @@ import torch
 
 from pixelvla_ros.action_space import ACTION_DIM
 from pixelvla_ros.camera import CameraModel
-from pixelvla_ros.inference.server import (
+from pixelvla_ros.inference.wire import (
     MAX_MESSAGE_BYTES,
     PROTOCOL,
     PROTOCOL_VERSION,

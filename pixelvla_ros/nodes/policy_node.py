@@ -42,7 +42,7 @@ from pixelvla_ros.camera import CameraModel
 from pixelvla_ros.click_projection import pose_to_matrix
 from pixelvla_ros.inference.engine import BACKENDS
 from pixelvla_ros.inference.remote import RemotePolicy
-from pixelvla_ros.inference.server import TOKEN_ENV, read_token
+from pixelvla_ros.inference.wire import TOKEN_ENV, read_token
 from pixelvla_ros.msg import ActionChunk
 from pixelvla_ros.msg import VisualPrompt as VisualPromptMsg
 from pixelvla_ros.nodes.conversions import (
